@@ -1,0 +1,177 @@
+package dnstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Query is one question the Server received.
+type Query struct {
+	Name string // as asked, in presentation form, with its trailing dot
+	Type uint16
+	Net  string // "udp" or "tcp"
+}
+
+// Server is an authoritative DNS server for a Zone, listening on 127.0.0.1
+// with UDP and TCP on the same port, so that a client falling back to TCP
+// after a truncated answer reaches it at the same address.
+type Server struct {
+	zone *Zone
+	addr string
+	done chan struct{} // closed at shutdown, to cut delays short
+
+	mu          sync.Mutex
+	delay       time.Duration
+	truncateUDP bool
+	queries     []Query
+}
+
+// StartServer starts a Server for z; tb's cleanup stops it.
+func StartServer(tb testing.TB, z *Zone) *Server {
+	tb.Helper()
+	s := &Server{zone: z, done: make(chan struct{})}
+
+	ln, pc, err := listenPair()
+	if err != nil {
+		tb.Fatalf("dnstest: %v", err)
+	}
+	s.addr = ln.Addr().String()
+
+	udp := &dns.Server{PacketConn: pc, Handler: s}
+	tcp := &dns.Server{Listener: ln, Handler: s}
+	for _, srv := range []*dns.Server{udp, tcp} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		errc := make(chan error, 1)
+		go func() { errc <- srv.ActivateAndServe() }()
+		select {
+		case <-started:
+		case err := <-errc:
+			tb.Fatalf("dnstest: serving: %v", err)
+		}
+	}
+	tb.Cleanup(func() {
+		close(s.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = udp.ShutdownContext(ctx)
+		_ = tcp.ShutdownContext(ctx)
+	})
+	return s
+}
+
+// listenPair finds a port free for both TCP and UDP on 127.0.0.1. The
+// kernel picks the TCP port; the UDP one may be taken by someone else, so
+// it tries a few times.
+func listenPair() (net.Listener, net.PacketConn, error) {
+	var lastErr error
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err == nil {
+			return ln, pc, nil
+		}
+		ln.Close()
+		lastErr = err
+	}
+	return nil, nil, fmt.Errorf("no port free for both UDP and TCP: %v", lastErr)
+}
+
+// Addr returns the address the server listens on, "127.0.0.1:PORT".
+func (s *Server) Addr() string { return s.addr }
+
+// SetDelay delays every answer by d.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
+}
+
+// SetTruncateUDP makes every UDP answer an empty one with TC set, so that
+// only TCP gets the records.
+func (s *Server) SetTruncateUDP(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.truncateUDP = on
+}
+
+// Queries returns every query received so far, in order.
+func (s *Server) Queries() []Query {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Query(nil), s.queries...)
+}
+
+// ResetQueries forgets the queries received so far.
+func (s *Server) ResetQueries() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queries = nil
+}
+
+// ServeDNS answers one query from the zone; it is the dns.Handler of both
+// listeners.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	network := "udp"
+	if _, ok := w.LocalAddr().(*net.TCPAddr); ok {
+		network = "tcp"
+	}
+	s.mu.Lock()
+	for _, q := range req.Question {
+		s.queries = append(s.queries, Query{Name: q.Name, Type: q.Qtype, Net: network})
+	}
+	delay, truncate := s.delay, s.truncateUDP
+	s.mu.Unlock()
+
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.done:
+			t.Stop()
+			return
+		}
+	}
+
+	resp := new(dns.Msg)
+	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
+		resp.SetRcode(req, dns.RcodeFormatError)
+		_ = w.WriteMsg(resp)
+		return
+	}
+	q := req.Question[0]
+	out := s.zone.resolve(q.Name, q.Qtype, maxServerCNAMEHops)
+	if out.noReply {
+		return
+	}
+	resp.SetRcode(req, out.rcode)
+	resp.Authoritative = true
+	resp.Answer = out.answer
+
+	if network == "udp" && truncate {
+		resp.Answer = nil
+		resp.Truncated = true
+	}
+	opt := req.IsEdns0()
+	if opt != nil {
+		resp.SetEdns0(max(opt.UDPSize(), dns.MinMsgSize), false)
+	}
+	if network == "udp" && !truncate {
+		size := dns.MinMsgSize
+		if opt != nil {
+			size = int(opt.UDPSize())
+		}
+		// Truncate drops what does not fit and sets TC.
+		resp.Truncate(size)
+	}
+	_ = w.WriteMsg(resp)
+}

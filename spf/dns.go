@@ -1,0 +1,475 @@
+package spf
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Defaults of DNSOptions.
+const (
+	DefaultResolvConf = "/etc/resolv.conf"
+	DefaultDNSTimeout = 5 * time.Second
+)
+
+// ednsSize is the UDP payload size advertised in queries: the size the DNS
+// flag day 2020 settled on, which avoids IP fragmentation on common paths.
+const ednsSize = 1232
+
+// maxCNAMEChain is the longest CNAME chain a lookup follows before it gives
+// up with a temporary error.
+const maxCNAMEChain = 10
+
+// DNSOptions configures a DNSResolver.
+type DNSOptions struct {
+	// Servers are the recursive servers to ask, in order, as "host:port"
+	// with an IP address for host ("[::1]:53" for IPv6). A bare address
+	// gets port 53. Empty means the nameservers of ResolvConf.
+	Servers []string
+	// ResolvConf is the file read when Servers is empty;
+	// empty means DefaultResolvConf.
+	ResolvConf string
+	// Timeout bounds one query to one server; 0 means DefaultDNSTimeout.
+	// The context of a lookup can only shorten it.
+	Timeout time.Duration
+}
+
+// DNSResolver implements Resolver over real DNS, asking recursive servers
+// with github.com/miekg/dns. It is safe for concurrent use.
+//
+// A query goes over UDP with EDNS0 and is repeated over TCP when the answer
+// is truncated. A server that does not answer, fails on the network, or
+// answers with an rcode other than NOERROR and NXDOMAIN is skipped for the
+// next one. CNAME chains are followed, within the answer and by asking for
+// the target again. A name that cannot be put in a query at all (an empty
+// label, a label over 63 octets, over 255 octets in all) is reported as
+// not existing without asking, as RFC 7208 §4.3 treats it.
+type DNSResolver struct {
+	servers []string
+	timeout time.Duration
+}
+
+var _ Resolver = (*DNSResolver)(nil)
+
+// NewDNSResolver returns a resolver configured by opts. It fails when a
+// server address is malformed or no server can be found.
+func NewDNSResolver(opts DNSOptions) (*DNSResolver, error) {
+	r := &DNSResolver{timeout: opts.Timeout}
+	if r.timeout <= 0 {
+		r.timeout = DefaultDNSTimeout
+	}
+	servers, port := opts.Servers, "53"
+	if len(servers) == 0 {
+		path := opts.ResolvConf
+		if path == "" {
+			path = DefaultResolvConf
+		}
+		conf, err := dns.ClientConfigFromFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading DNS servers: %w", err)
+		}
+		if len(conf.Servers) == 0 {
+			return nil, fmt.Errorf("reading DNS servers: no nameserver in %s", path)
+		}
+		servers, port = conf.Servers, conf.Port
+	}
+	for _, s := range servers {
+		addr, err := serverAddr(s, port)
+		if err != nil {
+			return nil, err
+		}
+		r.servers = append(r.servers, addr)
+	}
+	return r, nil
+}
+
+// serverAddr validates a server given as "ip:port", "[ipv6]:port", "ip" or
+// "[ipv6]" and returns it as "ip:port", with defaultPort when none is given.
+func serverAddr(s, defaultPort string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		// No port: a bare address, possibly in brackets.
+		host, port = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), defaultPort
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", fmt.Errorf("DNS server %q: not an IP address", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", fmt.Errorf("DNS server %q: bad port %q", s, port)
+	}
+	return net.JoinHostPort(ip.String(), port), nil
+}
+
+// Servers returns the addresses of the servers asked, in order, as
+// "host:port".
+func (r *DNSResolver) Servers() []string { return slices.Clone(r.servers) }
+
+// LookupTXT implements Resolver.
+func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	txts := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		var b strings.Builder
+		for _, s := range rr.(*dns.TXT).Txt {
+			b.WriteString(unescapeDNSText(s))
+		}
+		txts = append(txts, b.String())
+	}
+	return txts, nil
+}
+
+// LookupA implements Resolver.
+func (r *DNSResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeA)
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]netip.Addr, 0, len(rrs))
+	for _, rr := range rrs {
+		if a, ok := netip.AddrFromSlice(rr.(*dns.A).A.To4()); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs, nil
+}
+
+// LookupAAAA implements Resolver.
+func (r *DNSResolver) LookupAAAA(ctx context.Context, name string) ([]netip.Addr, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeAAAA)
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]netip.Addr, 0, len(rrs))
+	for _, rr := range rrs {
+		if a, ok := netip.AddrFromSlice(rr.(*dns.AAAA).AAAA.To16()); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs, nil
+}
+
+// LookupMX implements Resolver. Records of equal preference keep the order
+// of the answer.
+func (r *DNSResolver) LookupMX(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	mxs := make([]*dns.MX, 0, len(rrs))
+	for _, rr := range rrs {
+		mxs = append(mxs, rr.(*dns.MX))
+	}
+	slices.SortStableFunc(mxs, func(a, b *dns.MX) int { return cmp.Compare(a.Preference, b.Preference) })
+	hosts := make([]string, 0, len(mxs))
+	for _, mx := range mxs {
+		hosts = append(hosts, answerName(mx.Mx))
+	}
+	return hosts, nil
+}
+
+// LookupPTR implements Resolver. An IPv4-mapped IPv6 address is looked up
+// under in-addr.arpa, as the IPv4 address it stands for.
+func (r *DNSResolver) LookupPTR(ctx context.Context, addr netip.Addr) ([]string, error) {
+	rev, err := dns.ReverseAddr(addr.Unmap().WithZone("").String())
+	if err != nil {
+		return nil, &DNSError{Name: addr.String(), Type: "PTR", Err: err}
+	}
+	rrs, err := r.lookup(ctx, strings.TrimSuffix(rev, "."), dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		names = append(names, answerName(rr.(*dns.PTR).Ptr))
+	}
+	return names, nil
+}
+
+// answerName turns a name from an answer into the form callers get: raw
+// octets, without the trailing dot (the root stays ".").
+func answerName(name string) string {
+	if name == "." {
+		return name
+	}
+	return strings.TrimSuffix(unescapeDNSText(name), ".")
+}
+
+// lookup returns the records of type qtype that answer name, after
+// following CNAMEs, or a *DNSError.
+func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	fail := func(err error) error {
+		return &DNSError{Name: strings.TrimSuffix(name, "."), Type: dns.TypeToString[qtype], Err: err}
+	}
+	if !queryableName(name) {
+		return nil, fail(ErrNXDomain)
+	}
+	qname := escapeQueryName(name)
+	seen := map[string]bool{dnsNameKey(qname): true}
+	cnames := 0
+	for {
+		resp, err := r.query(ctx, qname, qtype)
+		if err != nil {
+			return nil, fail(err)
+		}
+		// Walk the chain from the name asked; records owned by names off
+		// the chain are ignored, whatever the server put there.
+		cur := qname
+		for {
+			var rrs []dns.RR
+			target := ""
+			for _, rr := range resp.Answer {
+				h := rr.Header()
+				if !sameDNSName(h.Name, cur) {
+					continue
+				}
+				if h.Rrtype == qtype {
+					rrs = append(rrs, rr)
+				} else if cn, ok := rr.(*dns.CNAME); ok && target == "" {
+					target = cn.Target
+				}
+			}
+			if len(rrs) > 0 {
+				return rrs, nil
+			}
+			if target == "" {
+				break
+			}
+			cnames++
+			if cnames > maxCNAMEChain {
+				return nil, fail(fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain))
+			}
+			if seen[dnsNameKey(target)] {
+				return nil, fail(fmt.Errorf("CNAME loop at %s", target))
+			}
+			seen[dnsNameKey(target)] = true
+			cur = target
+		}
+		if resp.Rcode == dns.RcodeNameError {
+			return nil, fail(ErrNXDomain)
+		}
+		if cur == qname {
+			return nil, fail(ErrNoData)
+		}
+		// The answer stops at a CNAME whose target it does not resolve
+		// (another zone, or a server that does not chase): ask for it.
+		qname = cur
+	}
+}
+
+// query asks the servers in turn until one gives a usable answer (NOERROR or
+// NXDOMAIN) and returns it. The error is the last server's, or the
+// context's once it is done.
+func (r *DNSResolver) query(ctx context.Context, qname string, qtype uint16) (*dns.Msg, error) {
+	var lastErr error
+	for _, server := range r.servers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		resp, err := r.queryServer(ctx, server, qname, qtype)
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// queryServer asks one server over UDP, then over TCP if the answer is
+// truncated, and checks that the answer is usable.
+func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(qname, qtype)
+	m.SetEdns0(ednsSize, false)
+
+	resp, err := r.exchange(ctx, "udp", server, m)
+	if err == nil && resp.Truncated {
+		m.Id = dns.Id()
+		resp, err = r.exchange(ctx, "tcp", server, m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", server, err)
+	}
+	if len(resp.Question) != 1 || !sameDNSName(resp.Question[0].Name, qname) ||
+		resp.Question[0].Qtype != qtype || resp.Question[0].Qclass != dns.ClassINET {
+		return nil, fmt.Errorf("%s: answer is for another question", server)
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+		return resp, nil
+	default:
+		return nil, fmt.Errorf("%s: server answered %s", server, dnsRcodeName(resp.Rcode))
+	}
+}
+
+func dnsRcodeName(rc int) string {
+	if s, ok := dns.RcodeToString[rc]; ok {
+		return s
+	}
+	return strconv.Itoa(rc)
+}
+
+// exchange sends m to server over network and reads the answer. The
+// deadline is the earlier of the per-query timeout and ctx's deadline, and
+// cancelling ctx cuts the exchange short: miekg/dns would otherwise block in
+// a read that only a deadline interrupts.
+func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
+	deadline := time.Now().Add(r.timeout)
+	ctxDeadline, hasCtxDeadline := ctx.Deadline()
+	if hasCtxDeadline && ctxDeadline.Before(deadline) {
+		deadline = ctxDeadline
+	}
+	// ctxErr reports the context's own error when the deadline that fired
+	// was the context's, even before the context's timer has run.
+	ctxErr := func(err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		var ne net.Error
+		if hasCtxDeadline && !deadline.Before(ctxDeadline) && errors.As(err, &ne) && ne.Timeout() {
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+
+	dialCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(dialCtx, network, server)
+	if err != nil {
+		return nil, ctxErr(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	// Read buffers as large as any UDP answer: a server may ignore the
+	// advertised size, and a cut-off datagram would not unpack.
+	conn := &dns.Conn{Conn: c, UDPSize: dns.MaxMsgSize}
+	if err := conn.WriteMsg(m); err != nil {
+		return nil, ctxErr(err)
+	}
+	for {
+		resp, err := conn.ReadMsg()
+		if resp != nil && resp.Id == m.Id && resp.Response && err != nil && resp.Truncated {
+			// A truncated answer may be cut mid-record; TCP will tell.
+			return resp, nil
+		}
+		if err != nil {
+			return nil, ctxErr(err)
+		}
+		if resp.Id != m.Id || !resp.Response {
+			if network == "udp" {
+				// A late answer to an earlier query, or a forgery: keep
+				// waiting for ours until the deadline.
+				continue
+			}
+			return nil, errors.New("answer with wrong ID")
+		}
+		return resp, nil
+	}
+}
+
+// queryableName reports whether name, taken as raw octets with "." between
+// labels, can be put in a query: no empty label, no label over 63 octets,
+// at most 255 octets in wire form.
+func queryableName(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	if name == "" {
+		return false
+	}
+	wire := 1
+	for label := range strings.SplitSeq(name, ".") {
+		if len(label) == 0 || len(label) > 63 {
+			return false
+		}
+		wire += 1 + len(label)
+	}
+	return wire <= 255
+}
+
+// escapeQueryName turns a name of raw octets into the presentation form miekg/dns
+// packs, so that a backslash, quote or control byte in it (a macro can put
+// one there) is asked as itself.
+func escapeQueryName(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '.':
+			b.WriteByte(c)
+		case c <= 0x20 || c >= 0x7f || strings.IndexByte(`\"();@$`, c) >= 0:
+			fmt.Fprintf(&b, "\\%03d", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return dns.Fqdn(b.String())
+}
+
+// dnsNameKey maps a name in presentation form to its wire form with ASCII
+// letters lowercased, so that names compare as DNS compares them whatever
+// escapes either side used.
+func dnsNameKey(name string) string {
+	buf := make([]byte, 256)
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf, 0, nil, false)
+	if err != nil {
+		return "text:" + strings.ToLower(name)
+	}
+	b := buf[:n]
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+func sameDNSName(a, b string) bool { return dnsNameKey(a) == dnsNameKey(b) }
+
+// unescapeDNSText undoes the presentation form miekg/dns gives character-
+// strings and names: "\DDD" is the octet DDD (decimal), "\X" is X.
+func unescapeDNSText(s string) string {
+	if strings.IndexByte(s, '\\') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 == len(s) {
+			b = append(b, c)
+			continue
+		}
+		if i+3 < len(s) && isDecimalDigit(s[i+1]) && isDecimalDigit(s[i+2]) && isDecimalDigit(s[i+3]) {
+			n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')
+			if n <= 255 {
+				b = append(b, byte(n))
+				i += 3
+				continue
+			}
+		}
+		b = append(b, s[i+1])
+		i++
+	}
+	return string(b)
+}
+
+func isDecimalDigit(c byte) bool { return '0' <= c && c <= '9' }
