@@ -175,7 +175,7 @@ func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("invalid term %s: %s", quoteTerm(e.Term), e.Reason)
 }
 
-// quoteTerm quotes a term for a message; %q escapes control and non-ASCII
+// quoteTerm quotes a term for a message, escaping control and non-ASCII
 // bytes, so a hostile record cannot inject anything into a log or header.
 func quoteTerm(s string) string {
 	const max = 80
@@ -379,7 +379,7 @@ func (d *Directive) parseDualCIDR(s string) error {
 		return nil
 	}
 	if s[0] != '/' {
-		return fmt.Errorf("bad CIDR length %q", s)
+		return fmt.Errorf("bad CIDR length %s", quoteTerm(s))
 	}
 	var err error
 	d.CIDR4, err = parseCIDRLength(s[1:], 32)
@@ -390,12 +390,12 @@ func (d *Directive) parseDualCIDR(s string) error {
 // at most max (RFC 7208 §5.6).
 func parseCIDRLength(s string, max int) (int, error) {
 	if s == "" || len(s) > 3 || (len(s) > 1 && s[0] == '0') {
-		return 0, fmt.Errorf("bad CIDR length %q", s)
+		return 0, fmt.Errorf("bad CIDR length %s", quoteTerm(s))
 	}
 	n := 0
 	for i := 0; i < len(s); i++ {
 		if !isDigit(s[i]) {
-			return 0, fmt.Errorf("bad CIDR length %q", s)
+			return 0, fmt.Errorf("bad CIDR length %s", quoteTerm(s))
 		}
 		n = n*10 + int(s[i]-'0')
 	}
@@ -412,18 +412,18 @@ func (d *Directive) parseNetwork(rest string) error {
 	addrText, lenText, hasLen := strings.Cut(rest[1:], "/")
 	addr, err := netip.ParseAddr(addrText)
 	if err != nil || addr.Zone() != "" {
-		return fmt.Errorf("bad address %q", addrText)
+		return fmt.Errorf("bad address %s", quoteTerm(addrText))
 	}
 	max := 32
 	if d.Mechanism == MechanismIP4 {
 		if !addr.Is4() {
-			return fmt.Errorf("%q is not an IPv4 address", addrText)
+			return fmt.Errorf("%s is not an IPv4 address", quoteTerm(addrText))
 		}
 	} else {
 		// An IPv4 address is no ip6-network, but an IPv4-mapped IPv6
 		// address in IPv6 notation is.
 		if !addr.Is6() {
-			return fmt.Errorf("%q is not an IPv6 address", addrText)
+			return fmt.Errorf("%s is not an IPv6 address", quoteTerm(addrText))
 		}
 		max = 128
 	}

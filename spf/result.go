@@ -72,7 +72,9 @@ type Outcome struct {
 	// neutral. Empty when no record was evaluated.
 	Mechanism string
 	// MechanismDomain is the domain whose record holds Mechanism; it differs
-	// from Domain when the decision came through redirect= or include:.
+	// from Domain when the decision came through redirect=. A matching
+	// include: is reported as that include: term of the including record;
+	// the trace shows which term inside matched.
 	MechanismDomain string
 	// Explanation is the text for a fail result (RFC 7208 §6.2): the
 	// domain's exp= text, or the checker's default explanation.
