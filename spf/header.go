@@ -1,0 +1,305 @@
+package spf
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-msgauth/authres"
+)
+
+// maxHeaderValue caps every value copied into a header. The longest
+// legitimate one is an RFC 5321 path (256 octets); anything longer came from
+// a hostile or broken peer and would only make a line that cannot be folded.
+const maxHeaderValue = 256
+
+// ReceivedSPF returns the value (without "Received-SPF:") of the RFC 7208
+// §9.1 header for o, as written by receiver (the host name that ran the
+// check; empty leaves it out).
+//
+// The value is one line of printable ASCII whatever o holds: control
+// characters and non-ASCII text from the sender, the HELO name or DNS are
+// replaced by '?', and values are quoted where RFC 5322 requires it. Folding
+// is left to the caller.
+func (o *Outcome) ReceivedSPF(receiver string) string {
+	res := headerResult(o.Result)
+	receiver = cleanText(receiver)
+
+	var b strings.Builder
+	b.WriteString(string(res))
+	b.WriteString(" (")
+	if receiver != "" {
+		b.WriteString(escapeComment(receiver))
+		b.WriteString(": ")
+	}
+	b.WriteString(escapeComment(o.sentence(res)))
+	b.WriteString(")")
+
+	first := true
+	pair := func(key, value string) {
+		value = cleanText(value)
+		if value == "" {
+			return
+		}
+		if !first {
+			b.WriteString(";")
+		}
+		first = false
+		b.WriteString(" ")
+		b.WriteString(key)
+		b.WriteString("=")
+		b.WriteString(dotAtomOrQuoted(value))
+	}
+	if o.IP.IsValid() {
+		pair("client-ip", o.IP.String())
+	}
+	pair("envelope-from", o.Sender)
+	pair("helo", o.HELO)
+	pair("receiver", receiver)
+	pair("mechanism", o.Mechanism)
+	pair("problem", o.Problem)
+	// identity= goes last: SpamAssassin finds it with a greedy ".*\bidentity=",
+	// so any "identity=" text inside an earlier value (a mechanism or problem
+	// can carry DNS text) must not come after ours.
+	switch o.Identity {
+	case IdentityMailFrom, IdentityHELO:
+		pair("identity", string(o.Identity))
+	}
+	return b.String()
+}
+
+// sentence explains res in words for the Received-SPF comment, in the style
+// of RFC 7208 §9.1's examples.
+func (o *Outcome) sentence(res Result) string {
+	subject := cleanText(o.Sender)
+	if o.Identity == IdentityHELO && o.HELO != "" {
+		subject = cleanText(o.HELO)
+	}
+	if subject == "" {
+		subject = "the sender"
+	}
+	ip := "an unknown address"
+	if o.IP.IsValid() {
+		ip = o.IP.String()
+	}
+	switch res {
+	case Pass:
+		return "domain of " + subject + " designates " + ip + " as permitted sender"
+	case Fail:
+		return "domain of " + subject + " does not designate " + ip + " as permitted sender"
+	case Softfail:
+		return "domain of transitioning " + subject + " does not designate " + ip + " as permitted sender"
+	case Neutral:
+		return ip + " is neither permitted nor denied by domain of " + subject
+	case None:
+		domain := cleanText(o.Domain)
+		if domain == "" {
+			domain = "domain of " + subject
+		}
+		return domain + " does not provide an SPF record"
+	case TempError:
+		return "temporary error while checking domain of " + subject
+	default:
+		return "permanent error in the SPF policy for domain of " + subject
+	}
+}
+
+// AuthResult returns the spf= entry of an Authentication-Results header for
+// o (RFC 8601 §2.7.2, RFC 7208 §9.2): smtp.mailfrom holds the bare MAIL
+// FROM domain, smtp.helo the HELO name, and reason the problem of a
+// temperror or permerror.
+//
+// Its values are already made safe for authres.Format: no control
+// characters, no non-ASCII text, nothing that library would write unquoted
+// where RFC 8601 does not allow it.
+func (o *Outcome) AuthResult() *authres.SPFResult {
+	r := &authres.SPFResult{
+		Value:  authres.ResultValue(headerResult(o.Result)),
+		Reason: cleanReason(o.Problem),
+	}
+	if o.Identity == IdentityHELO {
+		r.Helo = cleanPvalue(o.HELO)
+		return r
+	}
+	// OpenDMARC compares smtp.mailfrom with the envelope domain and only
+	// matches a bare domain (NOTES.md), so the local part is dropped.
+	domain := o.Domain
+	if domain == "" {
+		if at := strings.LastIndexByte(o.Sender, '@'); at >= 0 {
+			domain = o.Sender[at+1:]
+		}
+	}
+	r.From = cleanPvalue(domain)
+	return r
+}
+
+// AuthenticationResults returns the value (without the field name) of an
+// Authentication-Results header from authservID carrying one spf= entry per
+// outcome. HELO outcomes are written before MAIL FROM ones because
+// SpamAssassin reads only the last spf= entry of a header, and the MAIL FROM
+// result is the one it should act on. Nil outcomes are skipped; with none
+// left the header says "none" (RFC 8601 §2.2).
+func AuthenticationResults(authservID string, outcomes ...*Outcome) string {
+	ordered := make([]*Outcome, 0, len(outcomes))
+	for _, o := range outcomes {
+		if o != nil {
+			ordered = append(ordered, o)
+		}
+	}
+	slices.SortStableFunc(ordered, func(a, b *Outcome) int {
+		return cmp.Compare(identityRank(a.Identity), identityRank(b.Identity))
+	})
+	results := make([]authres.Result, len(ordered))
+	for i, o := range ordered {
+		results[i] = o.AuthResult()
+	}
+	// authres.Format writes the authserv-id as given and leaves a space after
+	// a result without properties.
+	return strings.TrimRight(authres.Format(authservToken(authservID), results), " ")
+}
+
+func identityRank(id Identity) int {
+	if id == IdentityHELO {
+		return 0
+	}
+	return 1
+}
+
+// headerResult returns r when it is one of the seven RFC results. Anything
+// else can only be a programming error, reported as permerror so that it
+// never reads as a pass and never lets arbitrary text into a header.
+func headerResult(r Result) Result {
+	if slices.Contains(Results, r) {
+		return r
+	}
+	return PermError
+}
+
+// cleanText makes s printable ASCII on one line: every control character,
+// DEL, invalid byte and non-ASCII character becomes '?', and the result is
+// cut to maxHeaderValue bytes, ending in "..." when cut.
+func cleanText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() > maxHeaderValue {
+			// Stop early: a hostile value may be megabytes long.
+			break
+		}
+		if r < 0x20 || r >= 0x7f {
+			// A range over a string yields utf8.RuneError for each invalid
+			// byte, which lands here too.
+			r = '?'
+		}
+		b.WriteByte(byte(r))
+	}
+	if b.Len() > maxHeaderValue {
+		return b.String()[:maxHeaderValue-3] + "..."
+	}
+	return b.String()
+}
+
+// cleanReason prepares a reason= value for authres.Format, which always
+// writes it as a quoted-string when it holds a backslash, a quote, a space
+// or another tspecial, but escapes only '"': backslashes are escaped here so
+// that the quoted-string it writes is correct.
+func cleanReason(s string) string {
+	return strings.ReplaceAll(cleanText(s), `\`, `\\`)
+}
+
+// cleanPvalue prepares an smtp.mailfrom or smtp.helo value for
+// authres.Format, which writes a value unquoted when it looks like an
+// address, counting ',' and '\' as address characters although neither may
+// appear unquoted there (RFC 8601 pvalue). Those become '?', which makes
+// authres quote the value; a domain or HELO name holding them is garbage
+// anyway.
+func cleanPvalue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == ',' || r == '\\' {
+			return '?'
+		}
+		return r
+	}, cleanText(s))
+}
+
+// authservToken returns id as an RFC 8601 authserv-id (a MIME token or a
+// quoted-string), since authres.Format copies it into the header verbatim.
+func authservToken(id string) string {
+	id = cleanText(id)
+	if id != "" && isToken(id) {
+		return id
+	}
+	return quoteString(id)
+}
+
+// isToken reports whether s is an RFC 2045 token: printable ASCII without
+// space or tspecials.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// escapeComment makes s fit inside an RFC 5322 comment: parentheses and
+// backslashes become quoted-pairs. s must already be clean.
+func escapeComment(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '(', ')', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// dotAtomOrQuoted returns s unchanged when it is an RFC 5322 dot-atom, else
+// as a quoted-string, the two forms RFC 7208 §9.1 allows for a value.
+// s must already be clean.
+func dotAtomOrQuoted(s string) string {
+	if isDotAtom(s) {
+		return s
+	}
+	return quoteString(s)
+}
+
+func quoteString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// isDotAtom reports whether s is an RFC 5322 dot-atom-text: runs of atext
+// separated by single dots.
+func isDotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '.' && !isAtext(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAtext(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
+}
