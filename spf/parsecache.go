@@ -41,6 +41,22 @@ func parseCached(txt string) (*Record, error) {
 	return rec, err
 }
 
+// explanations holds the parsed default explanations: one per configured
+// text, so a handful, parsed once instead of on every fail.
+var explanations sync.Map // string -> *MacroString
+
+func defaultExplanation(text string) (*MacroString, error) {
+	if m, ok := explanations.Load(text); ok {
+		return m.(*MacroString), nil
+	}
+	m, err := ParseMacroString(text, true)
+	if err != nil {
+		return nil, err
+	}
+	explanations.Store(text, m)
+	return m, nil
+}
+
 // idnaToASCII converts an internationalised domain name to its A-label
 // form, which is what DNS holds.
 func idnaToASCII(d string) (string, error) {
