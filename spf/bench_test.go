@@ -1,0 +1,152 @@
+package spf_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/spf"
+)
+
+// parseBenchRecords are records as published in the wild, with documentation
+// names and addresses: one that uses every kind of term, the long address
+// list of a mail provider, and the short record of a small domain.
+var parseBenchRecords = []struct {
+	name, text string
+}{
+	{"long", "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.17 ip6:2001:db8::/32 ip6:2001:db8:1::25 " +
+		"a a:mail.example.com/28 mx mx:example.net/24//64 include:_spf.example.net " +
+		"?exists:%{ir}.%{l1r+-}._spf.%{d2} ~ptr:example.org " +
+		"redirect=_spf.example.com exp=explain._spf.%{d}"},
+	{"provider", "v=spf1 ip4:192.0.2.0/25 ip4:192.0.2.128/26 ip4:198.51.100.0/24 " +
+		"ip4:203.0.113.0/25 ip4:203.0.113.192/27 ip6:2001:db8:4000::/36 ip6:2001:db8:8000::/33 " +
+		"ip6:2001:db8:c800::/37 include:spf2.provider.example -all"},
+	{"simple", "v=spf1 mx include:_spf.provider.example ~all"},
+}
+
+// BenchmarkParse measures parsing a record into its terms. The setup checks
+// that each record parses and that its printed form parses back to the same
+// text, so that a parser which gives up early cannot look fast.
+func BenchmarkParse(b *testing.B) {
+	for _, rec := range parseBenchRecords {
+		b.Run(rec.name, func(b *testing.B) {
+			r, err := spf.Parse(rec.text)
+			if err != nil {
+				b.Fatalf("Parse(%q): %v", rec.text, err)
+			}
+			again, err := spf.Parse(r.String())
+			if err != nil || again.String() != r.String() {
+				b.Fatalf("Parse(%q).String() = %q does not parse back to itself (%v)", rec.text, r.String(), err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(rec.text)))
+			for b.Loop() {
+				if _, err := spf.Parse(rec.text); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// warmPolicy is a realistic policy: a redirect to a record with three
+// includes of ten ip4/ip6 terms each, all in documentation ranges
+// (RFC 5737, RFC 3849), next to a verification token the evaluator must
+// skip. bench/zone.go serves the same policy to compare with another
+// library; keep the two in step. A TXT character-string holds at most 255
+// octets, so the long records are given as two strings, which a resolver
+// joins with nothing between them.
+var warmPolicy = []struct {
+	name string
+	txt  []string
+}{
+	{"example.com", []string{"site-verification=4f9c2d1e8b7a6c5d"}},
+	{"example.com", []string{"v=spf1 redirect=_spf.example.com"}},
+	{"_spf.example.com", []string{"v=spf1 include:_a.example.com include:_b.example.com include:_c.example.com -all"}},
+	{"_a.example.com", []string{
+		"v=spf1 ip4:192.0.2.0/28 ip4:192.0.2.16/29 ip4:192.0.2.24 ip4:192.0.2.32/27 ",
+		"ip6:2001:db8:a::/48 ip6:2001:db8:a1::/64 ip6:2001:db8:a2::1 ip4:192.0.2.64/26 " +
+			"ip6:2001:db8:a300::/40 ip4:192.0.2.128/25 ~all",
+	}},
+	{"_b.example.com", []string{
+		"v=spf1 ip4:198.51.100.0/26 ip4:198.51.100.64/27 ip4:198.51.100.96 ip4:198.51.100.97 ",
+		"ip6:2001:db8:b::/48 ip6:2001:db8:b1::/64 ip6:2001:db8:b2::25 ip4:198.51.100.128/28 " +
+			"ip6:2001:db8:b300::/40 ip4:198.51.100.144/28 ~all",
+	}},
+	{"_c.example.com", []string{
+		"v=spf1 ip4:203.0.113.0/28 ip4:203.0.113.16/28 ip6:2001:db8:c::/48 ip4:203.0.113.32 ",
+		"ip6:2001:db8:c1::/64 ip4:203.0.113.40/29 ip6:2001:db8:c2::10 ip4:203.0.113.48/28 " +
+			"ip6:2001:db8:c300::/40 ip4:203.0.113.64/26 ~all",
+	}},
+}
+
+// memoTXT answers TXT questions from answers fetched once, and passes every
+// other question on. dnstest.MapResolver builds each answer anew from the
+// zone (it packs the record to wire form to read its character-strings), so
+// without the memo a benchmark would mostly time the test resolver rather
+// than the evaluator.
+type memoTXT struct {
+	spf.Resolver
+	txt map[string][]string
+}
+
+func (m memoTXT) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	if txt, ok := m.txt[strings.ToLower(name)]; ok {
+		return txt, nil
+	}
+	return m.Resolver.LookupTXT(ctx, name)
+}
+
+// BenchmarkCheckWarm measures a whole MAIL FROM check of warmPolicy with
+// every DNS answer in memory, so that it shows the evaluator's own cost
+// rather than the network's. The answers are those dnstest.MapResolver gives
+// for the zone, fetched once. The cases match late in the last include (in
+// its last term for IPv4, its ninth for IPv6), so that nearly every term is
+// tried first, or match nothing and fall through each include's ~all (which
+// counts as no match, RFC 7208 §5.2) to the final -all.
+func BenchmarkCheckWarm(b *testing.B) {
+	z := dnstest.NewZone()
+	for _, rr := range warmPolicy {
+		z.AddTXT(rr.name, rr.txt...)
+	}
+	ctx := context.Background()
+	mr := dnstest.NewMapResolver(z)
+	memo := memoTXT{Resolver: mr, txt: make(map[string][]string)}
+	for _, rr := range warmPolicy {
+		txt, err := mr.LookupTXT(ctx, rr.name)
+		if err != nil {
+			b.Fatalf("LookupTXT(%s): %v", rr.name, err)
+		}
+		memo.txt[rr.name] = txt
+	}
+	c := &spf.Checker{Resolver: memo, Receiver: "mx.example.net"}
+	const sender, helo = "alice@example.com", "mail.example.com"
+
+	for _, tc := range []struct {
+		name string
+		ip   netip.Addr
+		want spf.Result
+	}{
+		{"pass", netip.MustParseAddr("203.0.113.100"), spf.Pass},
+		{"pass6", netip.MustParseAddr("2001:db8:c3ff::25"), spf.Pass},
+		{"fail", netip.MustParseAddr("203.0.113.200"), spf.Fail},
+		{"fail6", netip.MustParseAddr("2001:db8:ffff::1"), spf.Fail},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			out := c.CheckMailFrom(ctx, tc.ip, sender, helo)
+			if out.Result != tc.want {
+				b.Fatalf("CheckMailFrom(%s) = %s, want %s (problem %q)", tc.ip, out.Result, tc.want, out.Problem)
+			}
+			// redirect= and the three include: terms (RFC 7208 §4.6.4).
+			if out.DNSLookups != 4 || out.VoidLookups != 0 {
+				b.Fatalf("CheckMailFrom(%s): %d DNS lookups and %d void, want 4 and 0", tc.ip, out.DNSLookups, out.VoidLookups)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				c.CheckMailFrom(ctx, tc.ip, sender, helo)
+			}
+		})
+	}
+}
