@@ -1,0 +1,107 @@
+// Package config reads the spf-milter YAML file: typed, with defaults, and
+// validated strictly, so that a mistake is refused at load time with its
+// file, line, key, bad value and the values allowed.
+package config
+
+import (
+	"io/fs"
+	"net/netip"
+	"time"
+
+	"github.com/spf-milter/spf-milter/spf"
+)
+
+// DefaultPath is where the daemon looks for its config file.
+const DefaultPath = "/etc/spf-milter/config.yaml"
+
+// Action is what the milter does with a message after its SPF result.
+type Action string
+
+// The actions a policy can name.
+const (
+	Accept     Action = "accept"
+	Reject     Action = "reject"
+	Tempfail   Action = "tempfail"
+	Quarantine Action = "quarantine"
+)
+
+// Config is the whole configuration, defaults filled in.
+type Config struct {
+	// Listen is the milter socket: inet:HOST:PORT, inet6:[HOST]:PORT,
+	// unix:/path, or Sendmail's inet:PORT@HOST.
+	Listen string
+	// SocketMode is applied to a unix socket.
+	SocketMode fs.FileMode
+	// AuthservID names us in Authentication-Results; default: host name.
+	AuthservID string
+	// Receiver names us in Received-SPF and %{r}; default: AuthservID.
+	Receiver string
+	DNS      DNS
+	Policy   Policy
+	// TrustedNetworks are clients that are not checked and get no header.
+	TrustedNetworks []netip.Prefix
+	// SkipAuthenticated skips clients that authenticated ({auth_authen}).
+	SkipAuthenticated bool
+	// DryRun decides and logs but never rejects or tempfails.
+	DryRun  bool
+	Headers Headers
+	Log     Log
+	// Replies are SMTP reply text templates per result (SPF macro syntax,
+	// expanded for the refused message); a result without one uses the
+	// built-in text carrying the explanation.
+	Replies map[spf.Result]string
+	// Explanation is the macro-string given as spf.Checker.Explanation:
+	// the explanation of a fail result when the domain publishes none.
+	Explanation string
+	// SkipSenders are MAIL FROM domains (and their subdomains) not checked.
+	SkipSenders []string
+	// SkipClients are client networks not checked, such as known
+	// forwarders; like trusted networks they get no header, but the log
+	// names the skip list as the reason.
+	SkipClients []netip.Prefix
+	// NeverRefuse are recipients that are never refused: local parts
+	// ("postmaster") or whole addresses ("abuse@example.net"). A refusal
+	// then moves from MAIL FROM to RCPT TO for the other recipients.
+	NeverRefuse []string
+	// Session bounds one MTA connection.
+	Session Session
+}
+
+// DNS configures the resolver.
+type DNS struct {
+	// Servers are host:port; empty means /etc/resolv.conf.
+	Servers []string
+	// Timeout bounds one query; CheckTimeout one whole check.
+	Timeout      time.Duration
+	CheckTimeout time.Duration
+}
+
+// Policy maps each identity's SPF result to an action.
+type Policy struct {
+	MailFrom map[spf.Result]Action
+	HELO     map[spf.Result]Action
+}
+
+// Headers selects the headers written and whether forged copies of ours
+// are removed.
+type Headers struct {
+	ReceivedSPF           bool
+	AuthenticationResults bool
+	RemoveForged          bool
+}
+
+// Log configures logging: format text or json, level debug, info, warn or
+// error.
+type Log struct {
+	Format string
+	Level  string
+}
+
+// Session bounds one MTA connection so that a stuck peer cannot pin
+// resources.
+type Session struct {
+	// IdleTimeout closes a connection that sends nothing for this long.
+	IdleTimeout time.Duration
+	// MaxDuration closes a connection open for longer than this.
+	MaxDuration time.Duration
+}
