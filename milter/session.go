@@ -1,0 +1,560 @@
+// Package milter is the SPF milter: it checks the HELO and MAIL FROM
+// identities of every SMTP transaction an MTA (Postfix, Sendmail) hands it
+// over the milter protocol, applies the configured policy, and leaves the
+// result in Received-SPF and Authentication-Results headers.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/spf"
+)
+
+// internalErrorReply answers any internal failure: the message is deferred,
+// so the client tries again later and nothing is lost or let through
+// unchecked.
+const internalErrorReply = "451 4.3.0 Temporary failure in the SPF filter, try again later"
+
+// Runtime is what a session works with. A session takes it once at connect
+// and keeps it for the whole connection, so that a reload never changes the
+// rules in the middle of a transaction.
+type Runtime struct {
+	Config  *config.Config
+	Checker *spf.Checker
+	// Log receives the decisions; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// NewServer returns a milter server whose sessions take their Runtime from
+// current when they start.
+//
+// go-milter makes a new session object after every final response, losing
+// the connection data. So a session never gives one: it refuses with a
+// custom reply (which the library counts as non-final) and otherwise
+// continues, and one object serves the whole connection.
+func NewServer(current func() *Runtime) *gomilter.Server {
+	return &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &session{current: current} },
+		Actions:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+		Protocol:  gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData,
+	}
+}
+
+// session is the milter for one MTA connection. go-milter calls it from one
+// goroutine, one callback at a time.
+type session struct {
+	current func() *Runtime
+	rt      *Runtime
+	conn    connState
+	msg     messageState
+}
+
+// connState lives as long as the SMTP connection.
+type connState struct {
+	// started is set once the connection data is known, from Connect or,
+	// for an object made mid-connection, from the macros.
+	started  bool
+	ip       netip.Addr
+	hostname string
+	// skip says why this client is not checked at all; "" means checked.
+	skip string
+	helo string
+	// heloOutcome caches the HELO check of heloFor, so that the messages
+	// of one connection do not repeat it.
+	heloOutcome *spf.Outcome
+	heloFor     string
+	// failed is set when the connection stage failed internally: every
+	// message then gets a tempfail.
+	failed bool
+}
+
+// messageState lives from MAIL FROM to the end of the message or an abort.
+type messageState struct {
+	active  bool
+	queueID string
+	sender  string
+	// skipped is set when the message is not checked.
+	skipped  bool
+	mailFrom *spf.Outcome
+	helo     *spf.Outcome
+	// decision is the one applied; decider the outcome it came from.
+	decision Decision
+	decider  *spf.Outcome
+	// atRcpt moves the refusal to RCPT TO, for recipients that are never
+	// refused.
+	atRcpt   bool
+	duration time.Duration
+	logged   bool
+	failed   bool
+	forged   forgedHeaders
+}
+
+var _ gomilter.Milter = (*session)(nil)
+
+// runtime returns the session's Runtime, taking it from current the first
+// time. It panics on an unusable Runtime, which the callback's guard turns
+// into a tempfail.
+func (s *session) runtime() *Runtime {
+	if s.rt == nil {
+		s.rt = s.current()
+	}
+	if s.rt == nil || s.rt.Config == nil || s.rt.Checker == nil {
+		panic("milter: no usable runtime (config or checker missing)")
+	}
+	return s.rt
+}
+
+func (s *session) logger() *slog.Logger {
+	if s.rt != nil && s.rt.Log != nil {
+		return s.rt.Log
+	}
+	return slog.Default()
+}
+
+// guard runs one callback so that a panic or an error becomes a tempfail
+// for the message instead of a dropped connection, which the MTA would
+// treat by its own default (possibly accepting the mail unchecked).
+func (s *session) guard(stage string, f func() (gomilter.Response, error)) (resp gomilter.Response, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			resp, err = s.fail(stage, v, debug.Stack()), nil
+		}
+	}()
+	resp, err = f()
+	if err != nil {
+		return s.fail(stage, err, nil), nil
+	}
+	return resp, nil
+}
+
+// fail records an internal failure and returns the tempfail reply; the rest
+// of the message (or, at connect and HELO, of the connection) is
+// tempfailed too.
+func (s *session) fail(stage string, cause any, stack []byte) gomilter.Response {
+	s.msg.failed = true
+	s.msg.logged = true
+	if stage == "connect" || stage == "helo" {
+		s.conn.failed = true
+	}
+	logFailure(s.logger(), stage, cause, s.msg.queueID, s.conn.ip, s.msg.sender, stack)
+	return tempfailResponse()
+}
+
+func tempfailResponse() gomilter.Response {
+	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), internalErrorReply)
+}
+
+// Connect implements gomilter.Milter.
+func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("connect", func() (gomilter.Response, error) {
+		// A new connection takes the Runtime current now.
+		s.rt = nil
+		s.conn = connState{started: true, hostname: host}
+		s.msg = messageState{}
+		s.runtime()
+		if a, ok := netip.AddrFromSlice(addr); ok && addr != nil {
+			s.conn.ip = a.Unmap().WithZone("")
+			s.classifyClient()
+		} else {
+			s.learnFromMacros(m)
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// ensureConn rebuilds the connection data from macros when this object was
+// made mid-connection, and retries the client address while it is unknown.
+func (s *session) ensureConn(m *gomilter.Modifier) {
+	s.runtime()
+	if !s.conn.started {
+		s.conn.started = true
+		s.conn.hostname = macro(m, "client_name")
+		if h := macro(m, "s"); h != "" {
+			s.conn.helo = h
+		}
+	}
+	s.learnFromMacros(m)
+	s.refreshQueueID(m)
+}
+
+// learnFromMacros takes the client address from {client_addr} when the
+// connect data did not give one, and then sorts the client out.
+func (s *session) learnFromMacros(m *gomilter.Modifier) {
+	if s.conn.ip.IsValid() {
+		return
+	}
+	ip, ok := parseClientAddr(macro(m, "client_addr"))
+	if !ok {
+		return
+	}
+	s.conn.ip = ip
+	s.classifyClient()
+}
+
+// classifyClient decides once per connection whether the client is
+// checked at all.
+func (s *session) classifyClient() {
+	cfg := s.rt.Config
+	switch {
+	case inPrefixes(cfg.TrustedNetworks, s.conn.ip):
+		s.conn.skip = "trusted network"
+	case inPrefixes(cfg.SkipClients, s.conn.ip):
+		s.conn.skip = "skip_clients"
+	default:
+		return
+	}
+	logSkip(s.logger(), s.conn.skip, "", s.conn.ip, s.conn.helo, "", false)
+}
+
+func inPrefixes(ps []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseClientAddr reads an address as MTAs write it in {client_addr}:
+// Sendmail prefixes IPv6 with "IPv6:", some add brackets.
+func parseClientAddr(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
+		s = s[5:]
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap().WithZone(""), true
+}
+
+// macro returns a macro's value whether the MTA sent its name with braces
+// or, for a one-letter macro, without.
+func macro(m *gomilter.Modifier, name string) string {
+	if m == nil {
+		return ""
+	}
+	if v := m.Macros["{"+name+"}"]; v != "" {
+		return v
+	}
+	return m.Macros[name]
+}
+
+// refreshQueueID copies the queue id whenever a macro packet carries it:
+// each packet replaces the last, and Postfix often knows the id only from
+// RCPT TO on.
+func (s *session) refreshQueueID(m *gomilter.Modifier) {
+	if id := macro(m, "i"); id != "" {
+		s.msg.queueID = id
+	}
+}
+
+// Helo implements gomilter.Milter. The HELO identity is checked at MAIL
+// FROM, where its refusal is answered: a reply at HELO would be lost by
+// MTAs that delay rejections, and the check is needed only for messages.
+func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("helo", func() (gomilter.Response, error) {
+		s.ensureConn(m)
+		// HELO or EHLO starts over (RFC 5321 §4.1.4).
+		s.endMessage()
+		s.conn.helo = name
+		if s.conn.failed {
+			return tempfailResponse(), nil
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// MailFrom implements gomilter.Milter: the checks and the decision.
+func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("mail", func() (gomilter.Response, error) {
+		s.endMessage()
+		s.ensureConn(m)
+		s.msg.active = true
+		s.msg.sender = from
+		if s.conn.failed {
+			s.msg.failed = true
+			return tempfailResponse(), nil
+		}
+		return s.checkMessage(m)
+	})
+}
+
+func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) {
+	cfg := s.rt.Config
+	if s.conn.skip != "" {
+		// Logged once at connect.
+		s.msg.skipped = true
+		return gomilter.RespContinue, nil
+	}
+	reason := ""
+	switch {
+	case cfg.SkipAuthenticated && macro(m, "auth_authen") != "":
+		reason = "authenticated"
+	case skipSender(cfg.SkipSenders, s.msg.sender):
+		reason = "skip_senders"
+	}
+	if reason != "" {
+		s.msg.skipped = true
+		logSkip(s.logger(), reason, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true)
+		return gomilter.RespContinue, nil
+	}
+
+	start := time.Now()
+	ctx := context.Background()
+	if t := cfg.DNS.CheckTimeout; t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	checker := s.rt.Checker
+	if heloNeeded(cfg) && s.conn.helo != "" {
+		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
+			s.conn.heloOutcome = checker.CheckHELO(ctx, s.conn.ip, s.conn.helo)
+			s.conn.heloFor = s.conn.helo
+		}
+		s.msg.helo = s.conn.heloOutcome
+		if s.msg.helo == nil {
+			return nil, errors.New("HELO check gave no outcome")
+		}
+	}
+	// The MAIL FROM identity is always checked, even after a HELO pass
+	// (CVE-2019-20790); the null sender as postmaster@<HELO>.
+	s.msg.mailFrom = checker.CheckMailFrom(ctx, s.conn.ip, s.msg.sender, s.conn.helo)
+	if s.msg.mailFrom == nil {
+		return nil, errors.New("MAIL FROM check gave no outcome")
+	}
+	s.msg.decision, s.msg.decider = Decide(cfg, s.msg.mailFrom), s.msg.mailFrom
+	if s.msg.helo != nil {
+		if d := Decide(cfg, s.msg.helo); severity(d.Action) > severity(s.msg.decision.Action) {
+			s.msg.decision, s.msg.decider = d, s.msg.helo
+		}
+	}
+	s.msg.duration = time.Since(start)
+
+	if !s.msg.decision.Refuses() {
+		// Logged at the end of the message, when the queue id is known.
+		return gomilter.RespContinue, nil
+	}
+	if len(cfg.NeverRefuse) > 0 {
+		s.msg.atRcpt = true
+		return gomilter.RespContinue, nil
+	}
+	s.logDecision()
+	return replyResponse(s.msg.decision), nil
+}
+
+// severity orders actions so that the stronger of the HELO and MAIL FROM
+// decisions is applied; on a tie the MAIL FROM one is kept.
+func severity(a config.Action) int {
+	switch a {
+	case config.Reject:
+		return 3
+	case config.Tempfail:
+		return 2
+	case config.Quarantine:
+		return 1
+	}
+	return 0
+}
+
+// heloNeeded reports whether the HELO policy can act on some result.
+func heloNeeded(cfg *config.Config) bool {
+	for _, a := range cfg.Policy.HELO {
+		if a != "" && a != config.Accept {
+			return true
+		}
+	}
+	return false
+}
+
+// skipSender reports whether sender's domain is one of domains or below
+// one. The null sender has no domain and is never skipped.
+func skipSender(domains []string, sender string) bool {
+	at := strings.LastIndexByte(sender, '@')
+	if at < 0 {
+		return false
+	}
+	d := strings.ToLower(strings.TrimSuffix(sender[at+1:], "."))
+	if d == "" {
+		return false
+	}
+	for _, e := range domains {
+		e = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(e, "."), "."))
+		if e != "" && (d == e || strings.HasSuffix(d, "."+e)) {
+			return true
+		}
+	}
+	return false
+}
+
+// neverRefused reports whether rcpt is one of the recipients that are
+// never refused: an entry with '@' names a whole address, one without a
+// local part in any domain. Both compare without regard to case.
+func neverRefused(list []string, rcpt string) bool {
+	local := rcpt
+	if at := strings.LastIndexByte(rcpt, '@'); at >= 0 {
+		local = rcpt[:at]
+	}
+	for _, e := range list {
+		if strings.Contains(e, "@") {
+			if strings.EqualFold(e, rcpt) {
+				return true
+			}
+		} else if strings.EqualFold(e, local) {
+			return true
+		}
+	}
+	return false
+}
+
+func replyResponse(d Decision) gomilter.Response {
+	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), d.Reply())
+}
+
+// RcptTo implements gomilter.Milter: a refusal moved here refuses every
+// recipient but those never refused.
+func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("rcpt", func() (gomilter.Response, error) {
+		s.ensureConn(m)
+		if s.msg.failed || s.conn.failed {
+			return tempfailResponse(), nil
+		}
+		if s.msg.atRcpt && !neverRefused(s.rt.Config.NeverRefuse, rcpt) {
+			return replyResponse(s.msg.decision), nil
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// Header implements gomilter.Milter: it notes forged copies of our
+// headers, which can only be removed at the end of the message.
+func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("header", func() (gomilter.Response, error) {
+		s.ensureConn(m)
+		if s.msg.failed || s.conn.failed {
+			return tempfailResponse(), nil
+		}
+		s.msg.forged.see(name, value, s.rt.Config.AuthservID)
+		return gomilter.RespContinue, nil
+	})
+}
+
+// Headers implements gomilter.Milter.
+func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("eoh", func() (gomilter.Response, error) {
+		s.ensureConn(m)
+		if s.msg.failed || s.conn.failed {
+			return tempfailResponse(), nil
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// BodyChunk implements gomilter.Milter; the body is not asked for
+// (OptNoBody), so this only runs with an MTA that ignores that.
+func (s *session) BodyChunk(_ []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+// Body implements gomilter.Milter: the end of the message, the only place
+// where headers may change. It answers continue, which the MTA takes as
+// "no objection", never a final accept (NOTES.md).
+func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("eom", func() (gomilter.Response, error) {
+		s.ensureConn(m)
+		if s.msg.failed || s.conn.failed {
+			return tempfailResponse(), nil
+		}
+		if s.conn.skip != "" || s.msg.skipped {
+			s.endMessage()
+			return gomilter.RespContinue, nil
+		}
+		if !s.msg.active || s.msg.mailFrom == nil {
+			// This object never saw the MAIL FROM of the message it is
+			// asked to pass: it cannot vouch for it.
+			return nil, errors.New("end of message without a checked MAIL FROM")
+		}
+		if err := s.editHeaders(m); err != nil {
+			return nil, err
+		}
+		if d := s.msg.decision; d.Action == config.Quarantine && !d.DryRun {
+			if err := m.Quarantine(d.Text); err != nil {
+				return nil, fmt.Errorf("quarantine: %w", err)
+			}
+		}
+		s.endMessage()
+		return gomilter.RespContinue, nil
+	})
+}
+
+// editHeaders removes forged headers and inserts ours at the top.
+func (s *session) editHeaders(m *gomilter.Modifier) error {
+	cfg := s.rt.Config
+	if cfg.Headers.RemoveForged {
+		for _, c := range s.msg.forged.changes() {
+			if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
+				return fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)
+			}
+		}
+	}
+	fields := HeaderFields(cfg, s.msg.mailFrom, s.msg.helo)
+	// Each insertion at index 0 goes above the previous one: insert from
+	// the bottom up so the message reads in HeaderFields order.
+	for i := len(fields) - 1; i >= 0; i-- {
+		if err := m.InsertHeader(0, fields[i].Name, fields[i].Value); err != nil {
+			return fmt.Errorf("insert %s: %w", fields[i].Name, err)
+		}
+	}
+	return nil
+}
+
+// Abort implements gomilter.Milter: the message ends, the connection stays.
+func (s *session) Abort(m *gomilter.Modifier) error {
+	_, _ = s.guard("abort", func() (gomilter.Response, error) {
+		s.endMessage()
+		return nil, nil
+	})
+	// An error would make go-milter drop the connection.
+	return nil
+}
+
+// endMessage logs a decision not logged yet and forgets the message.
+func (s *session) endMessage() {
+	if s.msg.active && !s.msg.logged && s.msg.mailFrom != nil {
+		s.logDecision()
+	}
+	s.msg = messageState{}
+}
+
+func (s *session) logDecision() {
+	s.msg.logged = true
+	r := decisionRecord{
+		QueueID:  s.msg.queueID,
+		ClientIP: s.conn.ip,
+		HELO:     s.conn.helo,
+		Sender:   s.msg.sender,
+		Outcome:  s.msg.decider,
+		Decision: s.msg.decision,
+		AtRcpt:   s.msg.atRcpt,
+		Duration: s.msg.duration,
+	}
+	if s.msg.helo != nil && s.msg.helo != s.msg.decider {
+		r.HELOOutcome = s.msg.helo
+	}
+	logDecision(s.logger(), r)
+}
