@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -357,6 +360,280 @@ func TestHelpAndVersion(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(stdout, w) {
 					t.Errorf("stdout lacks %q:\n%s", w, stdout)
+				}
+			}
+		})
+	}
+}
+
+// checkConfigFile writes a config file naming dns as its only server and
+// mx.test as authserv-id (and so receiver), plus extra lines.
+func checkConfigFile(t *testing.T, dns string, extra ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	content := "authserv_id: mx.test\ndns:\n  servers: [\"" + dns + "\"]\n" + strings.Join(extra, "\n") + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkConfigJSON is the part of the --json output that --config adds.
+type checkConfigJSON struct {
+	Result      string `json:"result"`
+	Receiver    string `json:"receiver"`
+	Explanation string `json:"explanation"`
+	Action      string `json:"action"`
+	Reply       string `json:"reply"`
+	DryRun      bool   `json:"dry_run"`
+	HoldReason  string `json:"hold_reason"`
+	Headers     []struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"headers"`
+}
+
+// TestCheckConfig: with --config the check takes its DNS servers, receiver,
+// explanation and timeouts from the file (no --dns here) and shows the
+// action, reply and headers the milter would produce.
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	fail := []string{"--ip", "198.51.100.7", "--sender", "joe@example.org"}
+	pass := []string{"--ip", "192.0.2.1", "--sender", "joe@example.org"}
+	const (
+		rsFail = "fail (mx.test: domain of joe@example.org does not designate\n 198.51.100.7 as permitted sender) client-ip=198.51.100.7;\n envelope-from=\"joe@example.org\"; receiver=mx.test; mechanism=-all;\n identity=mailfrom"
+		arFail = "mx.test; spf=fail smtp.mailfrom=example.org"
+	)
+	tests := []struct {
+		name       string
+		config     []string
+		args       []string
+		action     string
+		reply      string
+		replyStart bool // reply is only the start of the reply
+		dryRun     bool
+		hold       string   // hold reason, for quarantine
+		headers    []string // "Name: value", in order
+		receiver   string   // "" means mx.test
+		explan     string   // the outcome's explanation, when it matters
+		textAction string   // the Action line of the text output
+	}{
+		{
+			name:       "default policy rejects a fail",
+			args:       fail,
+			action:     "reject",
+			reply:      "550 5.7.23 SPF fail: example.org does not designate 198.51.100.7 as a permitted sender",
+			headers:    []string{"Received-SPF: " + rsFail, "Authentication-Results: " + arFail},
+			textAction: "Action: reject\n",
+		},
+		{
+			name:       "fail: tempfail",
+			config:     []string{"policy: {mailfrom: {fail: tempfail}}"},
+			args:       fail,
+			action:     "tempfail",
+			reply:      "451 4.7.1 SPF fail: example.org does not designate 198.51.100.7 as a permitted sender",
+			headers:    []string{"Received-SPF: " + rsFail, "Authentication-Results: " + arFail},
+			textAction: "Action: tempfail\n",
+		},
+		{
+			name:       "pass is accepted with headers",
+			args:       pass,
+			action:     "accept",
+			reply:      "",
+			headers:    []string{"Received-SPF: pass (mx.test: domain of joe@example.org designates 192.0.2.1 as\n permitted sender) client-ip=192.0.2.1; envelope-from=\"joe@example.org\";\n receiver=mx.test; mechanism=\"ip4:192.0.2.0/24\"; identity=mailfrom", "Authentication-Results: mx.test; spf=pass smtp.mailfrom=example.org"},
+			textAction: "Action: accept\n",
+		},
+		{
+			name:       "headers disabled",
+			config:     []string{"headers: {received_spf: false, authentication_results: false}"},
+			args:       pass,
+			action:     "accept",
+			headers:    []string{},
+			textAction: "Action: accept\n",
+		},
+		{
+			name:       "dry run",
+			config:     []string{"dry_run: true"},
+			args:       fail,
+			action:     "reject",
+			reply:      "550 5.7.23 SPF fail: example.org does not designate 198.51.100.7 as a permitted sender",
+			dryRun:     true,
+			headers:    []string{"Received-SPF: " + rsFail, "Authentication-Results: " + arFail},
+			textAction: "Action: reject (dry run: only logged, the message is accepted)\n",
+		},
+		{
+			name:       "quarantine",
+			config:     []string{"policy: {mailfrom: {fail: quarantine}}"},
+			args:       fail,
+			action:     "quarantine",
+			hold:       "SPF fail for mailfrom joe@example.org from 198.51.100.7",
+			headers:    []string{"Received-SPF: " + rsFail, "Authentication-Results: " + arFail},
+			textAction: "Action: quarantine\n",
+		},
+		{
+			name:       "the config's explanation, with % for the MTA",
+			config:     []string{`explanation: "go away %{s}, 100%% sure"`},
+			args:       fail,
+			action:     "reject",
+			reply:      "550 5.7.23 SPF fail: go away joe@example.org, 100% sure",
+			explan:     "go away joe@example.org, 100% sure",
+			headers:    []string{"Received-SPF: " + rsFail, "Authentication-Results: " + arFail},
+			textAction: "Action: reject\n",
+		},
+		{
+			name:     "--receiver overrides the file",
+			args:     append([]string{"--receiver", "mx2.test"}, pass...),
+			action:   "accept",
+			receiver: "mx2.test",
+			headers: []string{
+				"Received-SPF: pass (mx2.test: domain of joe@example.org designates 192.0.2.1\n as permitted sender) client-ip=192.0.2.1; envelope-from=\"joe@example.org\";\n receiver=mx2.test; mechanism=\"ip4:192.0.2.0/24\"; identity=mailfrom",
+				// The authserv-id is the file's, not the receiver.
+				"Authentication-Results: mx.test; spf=pass smtp.mailfrom=example.org",
+			},
+			textAction: "Action: accept\n",
+		},
+		{
+			name:   "the config's check timeout gives temperror",
+			config: []string{"  timeout: 200ms", "  check_timeout: 500ms"},
+			args:   []string{"--ip", "192.0.2.1", "--sender", "joe@slow.example.org"},
+			action: "tempfail",
+			// The rest is the resolver's problem text, with port numbers.
+			reply:      "451 4.7.24 SPF temperror: DNS failure: TXT slow.example.org: ",
+			replyStart: true,
+			headers:    nil, // not compared: they hold the problem text too
+			textAction: "Action: tempfail\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := checkConfigFile(t, dns, tt.config...)
+			args := append([]string{"check", "--config", path}, tt.args...)
+
+			start := time.Now()
+			code, stdout, stderr := runCmd(append(args, "--json")...)
+			if code != 0 || stderr != "" {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			if elapsed := time.Since(start); elapsed > 10*time.Second {
+				t.Errorf("check took %v", elapsed)
+			}
+			var got checkConfigJSON
+			if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+				t.Fatalf("output is not JSON: %v\n%s", err, stdout)
+			}
+			receiver := cmp.Or(tt.receiver, "mx.test")
+			if got.Action != tt.action || got.DryRun != tt.dryRun || got.HoldReason != tt.hold || got.Receiver != receiver {
+				t.Errorf("action %q, dry_run %v, hold_reason %q, receiver %q; want %q, %v, %q, %q",
+					got.Action, got.DryRun, got.HoldReason, got.Receiver, tt.action, tt.dryRun, tt.hold, receiver)
+			}
+			if tt.replyStart && !strings.HasPrefix(got.Reply, tt.reply) {
+				t.Errorf("reply %q, want %q...", got.Reply, tt.reply)
+			} else if !tt.replyStart && got.Reply != tt.reply {
+				t.Errorf("reply %q, want %q", got.Reply, tt.reply)
+			}
+			if tt.explan != "" && got.Explanation != tt.explan {
+				t.Errorf("explanation %q, want %q", got.Explanation, tt.explan)
+			}
+			var headers []string
+			for _, h := range got.Headers {
+				headers = append(headers, h.Name+": "+h.Value)
+			}
+			if got.Headers == nil {
+				t.Error(`"headers" is missing or null, want an array`)
+			}
+			if tt.headers != nil && strings.Join(headers, "\n--\n") != strings.Join(tt.headers, "\n--\n") {
+				t.Errorf("headers:\n%s\nwant:\n%s", strings.Join(headers, "\n--\n"), strings.Join(tt.headers, "\n--\n"))
+			}
+
+			// The text output says the same.
+			code, stdout, stderr = runCmd(args...)
+			if code != 0 || stderr != "" {
+				t.Fatalf("text: exit %d, stderr %q", code, stderr)
+			}
+			want := []string{"\n" + tt.textAction}
+			switch {
+			case tt.replyStart:
+				want = append(want, "\nReply: "+tt.reply)
+			case got.Reply != "":
+				want = append(want, "\nReply: "+got.Reply+"\n")
+			default:
+				want = append(want, "\nReply: (none: the message is not refused)\n")
+			}
+			if tt.hold != "" {
+				want = append(want, "\nHold reason: "+tt.hold+"\n")
+			}
+			for _, h := range tt.headers {
+				want = append(want, "\n"+h+"\n")
+			}
+			if tt.headers != nil && len(tt.headers) == 0 {
+				want = append(want, "\nHeaders: none")
+			}
+			for _, w := range want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("text output lacks %q:\n%s", w, stdout)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckWithoutConfig: the --config fields are absent without it.
+func TestCheckWithoutConfig(t *testing.T) {
+	t.Parallel()
+	server := testDNS(t)
+	code, stdout, stderr := runCmd(checkArgs(server, "--json", "--ip", "198.51.100.7", "--sender", "joe@example.org")...)
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"action", "reply", "headers", "dry_run"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("%q present without --config", k)
+		}
+	}
+	code, stdout, _ = runCmd(checkArgs(server, "--ip", "198.51.100.7", "--sender", "joe@example.org")...)
+	if code != 0 || strings.Contains(stdout, "Action:") {
+		t.Errorf("exit %d; text output has an Action line without --config:\n%s", code, stdout)
+	}
+}
+
+func TestCheckConfigErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "broken.yaml")
+	if err := os.WriteFile(broken, []byte("policy:\n  mailfrom: {fail: rejectt}\nfrobnicate: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want []string // in the one line of stderr
+	}{
+		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, 1, []string{"spf-milter check: ", "nope.yaml", "no such file"}},
+		{"every problem", []string{"--config", broken}, 1, []string{
+			"spf-milter check: ",
+			`broken.yaml:2: policy.mailfrom.fail: bad value "rejectt"`,
+			"; " + broken + ":3: frobnicate: unknown key",
+		}},
+		{"empty path", []string{"--config", ""}, exitUsage, []string{"--config needs a path"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"check", "--ip", "192.0.2.1", "--sender", "joe@example.org"}, tt.args...)
+			code, stdout, stderr := runCmd(args...)
+			if code != tt.code || stdout != "" || strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %d and one line on stderr", code, stdout, stderr, tt.code)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q: %q", w, stderr)
 				}
 			}
 		})

@@ -1,0 +1,552 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+)
+
+// serveBuffer collects what serve writes while the test reads it.
+type serveBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *serveBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *serveBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logRecords parses JSON log lines; other lines are skipped.
+func logRecords(s string) []map[string]any {
+	var recs []map[string]any
+	for _, line := range strings.Split(s, "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) == nil {
+			recs = append(recs, r)
+		}
+	}
+	return recs
+}
+
+// countLogs counts the records whose message starts with prefix.
+func countLogs(recs []map[string]any, prefix string) int {
+	n := 0
+	for _, r := range recs {
+		if msg, _ := r["msg"].(string); strings.HasPrefix(msg, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// serveConfig is a config file for serve tests: DNS from dns, JSON logs,
+// and the given MAIL FROM action for a fail result. extra is appended.
+func serveConfig(dns, listen string, fail string, extra string) string {
+	return fmt.Sprintf(`listen: %s
+authserv_id: mx.test
+dns:
+  servers: ["%s"]
+  timeout: 2s
+  check_timeout: 5s
+policy:
+  mailfrom: {fail: %s}
+log: {format: json, level: info}
+%s`, listen, dns, fail, extra)
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// milterClient opens a milter session with the daemon at addr, as an MTA
+// would, up to and including HELO from a client outside the trusted
+// networks.
+func milterClient(t *testing.T, addr string) *gomilter.ClientSession {
+	t.Helper()
+	network := "tcp"
+	if strings.HasPrefix(addr, "/") {
+		network = "unix"
+	}
+	c := gomilter.NewClientWithOptions(network, addr, gomilter.ClientOptions{
+		ReadTimeout:  15 * time.Second,
+		WriteTimeout: 15 * time.Second,
+		ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+	s, err := c.Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Conn("client.example", gomilter.FamilyInet, 4025, "198.51.100.7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Helo("client.example"); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// mailFromReply is the daemon's reply code to a MAIL FROM whose SPF result
+// is fail (joe@example.org from 198.51.100.7), or 0 when it lets it pass.
+func mailFromReply(t *testing.T, s *gomilter.ClientSession) int {
+	t.Helper()
+	act, err := s.Mail("joe@example.org", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch act.Code {
+	case gomilter.ActReplyCode:
+		return act.SMTPCode
+	case gomilter.ActContinue:
+		return 0
+	default:
+		t.Fatalf("MAIL FROM answered with action %q, want a reply code or continue", act.Code)
+		return -1
+	}
+}
+
+// oneSession runs one transaction and returns mailFromReply's answer.
+func oneSession(t *testing.T, addr string) int {
+	t.Helper()
+	s := milterClient(t, addr)
+	defer s.Close()
+	return mailFromReply(t, s)
+}
+
+// inProcess is serve running in this process.
+type inProcess struct {
+	cancel context.CancelFunc
+	hup    chan os.Signal
+	logs   *serveBuffer
+	addr   chan net.Addr
+	// done is closed when serve has returned code.
+	done chan struct{}
+	code int
+}
+
+func startInProcess(t *testing.T, o serveOptions) *inProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &inProcess{
+		cancel: cancel,
+		hup:    make(chan os.Signal),
+		logs:   &serveBuffer{},
+		addr:   make(chan net.Addr, 1),
+		done:   make(chan struct{}),
+	}
+	o.ready = func(a net.Addr) { p.addr <- a }
+	if o.drainTimeout == 0 {
+		o.drainTimeout = 10 * time.Second
+	}
+	go func() {
+		p.code = serve(ctx, o, p.hup, p.logs)
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		p.wait(t)
+	})
+	return p
+}
+
+// wait waits for serve to return and gives its exit status.
+func (p *inProcess) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not stop:\n%s", p.logs)
+		return -1
+	}
+}
+
+// listening waits for the daemon's address, or fails when serve exits.
+func (p *inProcess) listening(t *testing.T) string {
+	t.Helper()
+	select {
+	case a := <-p.addr:
+		return a.String()
+	case <-p.done:
+		t.Fatalf("serve exited %d before listening:\n%s", p.code, p.logs)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not start listening:\n%s", p.logs)
+	}
+	return ""
+}
+
+// waitLogs waits until a log message starting with prefix has been
+// written n times.
+func waitLogs(t *testing.T, logs func() string, prefix string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for countLogs(logRecords(logs()), prefix) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d log records %q after 20s:\n%s", n, prefix, logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestServeConfigErrors(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "never.sock")
+	broken := filepath.Join(dir, "broken.yaml")
+	writeFile(t, broken, serveConfig(dns, "unix:"+sock, "rejectt", "frobnicate: 1\n"))
+	// A port that is taken: listening fails after the config was read.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	busy := filepath.Join(dir, "busy.yaml")
+	writeFile(t, busy, serveConfig(dns, "inet:"+taken.Addr().String(), "reject", ""))
+
+	tests := []struct {
+		name string
+		path string
+		// loaded is set when the config is good, so that the log says so
+		// before the error line.
+		loaded bool
+		want   []string // fragments of the error line
+	}{
+		{"missing explicit file", filepath.Join(dir, "nope.yaml"), false, []string{"nope.yaml", "no such file"}},
+		{"every problem on one line", broken, false, []string{
+			`broken.yaml:8: policy.mailfrom.fail: bad value "rejectt"`,
+			"; ",
+			"broken.yaml:10: frobnicate",
+		}},
+		{"listen fails", busy, true, []string{taken.Addr().String(), "address already in use"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A deadline, so that a daemon started by mistake fails the
+			// test instead of hanging it.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var stderr serveBuffer
+			started := false
+			code := serve(ctx, serveOptions{
+				configPath: tt.path, explicit: true, drainTimeout: time.Second,
+				ready: func(net.Addr) { started = true },
+			}, nil, &stderr)
+			out := stderr.String()
+			if code != 1 || started {
+				t.Fatalf("exit %d (started %v), want 1 with nothing started; stderr:\n%s", code, started, out)
+			}
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			wantLines := 1
+			if tt.loaded {
+				wantLines = 2 // "config loaded", then the error
+			}
+			errLine := lines[len(lines)-1]
+			if len(lines) != wantLines || !strings.HasPrefix(errLine, "spf-milter serve: ") {
+				t.Errorf("stderr is not %d lines ending in the error: %q", wantLines, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errLine, w) {
+					t.Errorf("error line lacks %q: %q", w, errLine)
+				}
+			}
+		})
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a broken config still created its socket (stat error %v)", err)
+	}
+}
+
+// TestServeDefaults: without a file at the default path the daemon runs on
+// the built-in config, which listens on 127.0.0.1:8895, and says so.
+func TestServeDefaults(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "config.yaml") // never created
+	cfg, defaults, err := loadServeConfig(path, false)
+	if err != nil || !defaults || cfg.Listen != "inet:127.0.0.1:8895" {
+		t.Fatalf("loadServeConfig(missing default) = %+v, %v, %v; want the defaults", cfg, defaults, err)
+	}
+	if _, _, err := loadServeConfig(path, true); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("loadServeConfig(missing explicit) error = %v, want not-exist", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr serveBuffer
+	exit := make(chan int, 1)
+	addr := make(chan net.Addr, 1)
+	go func() {
+		exit <- serve(ctx, serveOptions{configPath: path, drainTimeout: time.Second,
+			ready: func(a net.Addr) { addr <- a }}, nil, &stderr)
+	}()
+	select {
+	case a := <-addr:
+		if a.String() != "127.0.0.1:8895" {
+			t.Errorf("listening on %v, want 127.0.0.1:8895", a)
+		}
+		cancel()
+		if code := <-exit; code != 0 {
+			t.Errorf("exit %d after the context ended, want 0", code)
+		}
+	case code := <-exit:
+		// Something else holds the default port on this machine: the
+		// daemon must then have said so, after reading the defaults.
+		if code != 1 || !strings.Contains(stderr.String(), "127.0.0.1:8895") {
+			t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve neither listened nor failed")
+	}
+	if !strings.Contains(stderr.String(), "running on the built-in defaults") {
+		t.Errorf("the log does not say it runs on the defaults:\n%s", stderr.String())
+	}
+}
+
+// TestServeReload drives reloads in-process: a broken file keeps the old
+// policy, a good one replaces it, a changed listen address is only
+// reported, and the end of the context drains and exits 0.
+func TestServeReload(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", ""))
+	// A short drain: the session left open at the end is cut.
+	p := startInProcess(t, serveOptions{configPath: path, explicit: true, drainTimeout: time.Second})
+	addr := p.listening(t)
+	logs := p.logs.String
+
+	if got := oneSession(t, addr); got != 550 {
+		t.Fatalf("first config: MAIL FROM reply %d, want 550", got)
+	}
+
+	// A session opened before a reload keeps the config it started with.
+	early := milterClient(t, addr)
+	defer early.Close()
+
+	steps := []struct {
+		name   string
+		config string
+		want   int    // reply code to the failing MAIL FROM after the reload
+		log    string // the log message the reload must write
+	}{
+		{"broken file keeps the old config", serveConfig(dns, "inet:127.0.0.1:0", "tempfail", "frobnicate: 1\n"), 550, "reload failed; the running config is kept"},
+		{"bad value keeps the old config", serveConfig(dns, "inet:127.0.0.1:0", "rejectt", ""), 550, "reload failed; the running config is kept"},
+		{"good file applies", serveConfig(dns, "inet:127.0.0.1:0", "tempfail", ""), 451, "config reloaded"},
+		{"changed listen is not applied", serveConfig(dns, "inet:127.0.0.1:1", "accept", ""), 0, "listen or socket_mode changed; restart spf-milter to apply it"},
+	}
+	for _, st := range steps {
+		before := countLogs(logRecords(logs()), st.log)
+		writeFile(t, path, st.config)
+		p.hup <- syscall.SIGHUP
+		waitLogs(t, logs, st.log, before+1)
+		if got := oneSession(t, addr); got != st.want {
+			t.Errorf("%s: MAIL FROM reply %d, want %d\n%s", st.name, got, st.want, logs())
+		}
+	}
+	recs := logRecords(logs())
+	if n := countLogs(recs, "config problem"); n < 2 {
+		t.Errorf("the broken files' problems were not logged one by one (%d records):\n%s", n, logs())
+	}
+	for _, r := range recs {
+		if r["msg"] == "reload failed; the running config is kept" && r["level"] != "ERROR" {
+			t.Errorf("a failed reload is logged at %v, want ERROR", r["level"])
+		}
+	}
+	if got := mailFromReply(t, early); got != 550 {
+		t.Errorf("session opened under the first config: MAIL FROM reply %d, want 550", got)
+	}
+
+	p.cancel()
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d after the context ended, want 0", code)
+	}
+	// The session still open was closed once the drain time was over.
+	if _, err := early.Mail("joe@example.org", nil); err == nil {
+		t.Error("a session outlived the daemon")
+	}
+}
+
+// TestServeUnixSocket: the socket gets the configured mode, serves, and is
+// gone once the daemon has stopped.
+func TestServeUnixSocket(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "spf.sock")
+	path := filepath.Join(dir, "config.yaml")
+	writeFile(t, path, serveConfig(dns, "unix:"+sock, "reject", `socket_mode: "0600"`+"\n"))
+	p := startInProcess(t, serveOptions{configPath: path, explicit: true})
+	if addr := p.listening(t); addr != sock {
+		t.Fatalf("listening on %q, want %q", addr, sock)
+	}
+	fi, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, want a socket with 0600", fi.Mode())
+	}
+	if got := oneSession(t, sock); got != 550 {
+		t.Errorf("MAIL FROM over the unix socket: reply %d, want 550", got)
+	}
+	p.cancel()
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket still there after the daemon stopped (stat error %v)", err)
+	}
+}
+
+func TestServeUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--frob"}, "flag provided but not defined: -frob"},
+		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
+		{[]string{"serve", "--config", ""}, "--config needs a path"},
+		{[]string{"serve", "--drain-timeout", "0s"}, "bad --drain-timeout 0s"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runCmd(tt.args...)
+			if code != exitUsage || stdout != "" || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d and one line with %q", code, stdout, stderr, exitUsage, tt.want)
+			}
+		})
+	}
+	code, stdout, _ := runCmd("serve", "-h")
+	if code != 0 || !strings.Contains(stdout, "Usage: spf-milter serve") || !strings.Contains(stdout, "-drain-timeout") {
+		t.Errorf("serve -h: exit %d, stdout %q", code, stdout)
+	}
+}
+
+// TestServeSignals runs the real binary and signals it: SIGHUP with a
+// broken file keeps the old config serving; SIGTERM stops accepting, lets
+// the session in flight finish, and exits 0.
+func TestServeSignals(t *testing.T) {
+	t.Parallel()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to build the binary with")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "spf-milter")
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dns := testDNS(t)
+	path := filepath.Join(dir, "config.yaml")
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", ""))
+
+	cmd := exec.Command(bin, "serve", "--config", path, "--drain-timeout", "30s")
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var logs serveBuffer
+	exited := make(chan struct{})
+	var exitErr error
+	go func() {
+		// Wait only after the pipe is drained, as os/exec requires.
+		sc := bufio.NewScanner(stderrPipe)
+		for sc.Scan() {
+			logs.Write(append(sc.Bytes(), '\n'))
+		}
+		exitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	waitLogs(t, logs.String, "listening on ", 1)
+	var addr string
+	for _, r := range logRecords(logs.String()) {
+		if msg, _ := r["msg"].(string); strings.HasPrefix(msg, "listening on ") {
+			addr, _ = r["addr"].(string)
+		}
+	}
+	if got := oneSession(t, addr); got != 550 {
+		t.Fatalf("MAIL FROM reply %d, want 550", got)
+	}
+
+	// SIGHUP with a broken file: the old policy keeps answering.
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "tempfail", "frobnicate: 1\n"))
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLogs(t, logs.String, "reload failed; the running config is kept", 1)
+	if got := oneSession(t, addr); got != 550 {
+		t.Fatalf("after a broken reload: MAIL FROM reply %d, want 550 from the old config", got)
+	}
+
+	// SIGTERM with a session in flight.
+	inFlight := milterClient(t, addr)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLogs(t, logs.String, "stopped accepting", 1)
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Error("the daemon still accepts connections after SIGTERM")
+	}
+	if got := mailFromReply(t, inFlight); got != 550 {
+		t.Errorf("session in flight during the drain: MAIL FROM reply %d, want 550", got)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("the daemon exited (%v) before its last session ended", exitErr)
+	default:
+	}
+	if err := inFlight.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if exitErr != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0\n%s", exitErr, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the daemon did not exit after its last session ended:\n%s", logs.String())
+	}
+	recs := logRecords(logs.String())
+	if last := recs[len(recs)-1]; last["msg"] != "stopped" {
+		t.Errorf("the last log record is %v, want the final \"stopped\":\n%s", last, logs.String())
+	}
+}

@@ -1,0 +1,425 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/spf-milter/spf-milter/config"
+)
+
+// DaemonOptions bound the sessions a Daemon serves and say where it logs.
+type DaemonOptions struct {
+	// IdleTimeout ends a session whose MTA sends nothing (or reads
+	// nothing) for this long; 0 means no limit.
+	IdleTimeout time.Duration
+	// MaxDuration ends a session this long after it was accepted,
+	// however busy it is; 0 means no limit.
+	MaxDuration time.Duration
+	// Log receives the daemon's own events (timeouts, shutdown); nil means
+	// slog.Default().
+	Log *slog.Logger
+}
+
+// Daemon serves milter sessions on listeners and can drain them.
+//
+// go-milter's Server accepts connections and runs one goroutine per
+// session, but it neither bounds a session's time nor knows which sessions
+// are open: Server.Close only closes listeners. Daemon wraps the listeners
+// and connections it hands to the Server so that every session is timed
+// and tracked, which is what a graceful shutdown needs.
+type Daemon struct {
+	srv  *gomilter.Server
+	opts atomic.Pointer[DaemonOptions]
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[*listener]struct{}
+	conns     map[*conn]struct{}
+	// changed is closed, and replaced, whenever a session ends, so that
+	// Shutdown can wait for the count to reach zero without polling.
+	changed chan struct{}
+}
+
+// NewDaemon returns a Daemon that runs srv's milter on the listeners given
+// to Serve.
+func NewDaemon(srv *gomilter.Server, opts DaemonOptions) *Daemon {
+	d := &Daemon{
+		srv:       srv,
+		listeners: map[*listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+		changed:   make(chan struct{}),
+	}
+	d.SetOptions(opts)
+	return d
+}
+
+// SetOptions replaces the options for sessions accepted from now on (a
+// config reload); sessions already open keep the limits they started with.
+func (d *Daemon) SetOptions(opts DaemonOptions) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	d.opts.Store(&opts)
+}
+
+func (d *Daemon) log() *slog.Logger { return d.opts.Load().Log }
+
+// Listen opens the listener named by spec, in the syntax of the config
+// file's listen key (inet:HOST:PORT, inet6:[HOST]:PORT, inet:PORT@HOST,
+// unix:/path). For a unix socket, a stale socket file left by a crashed
+// daemon is replaced, but a socket something still answers on, or a file
+// that is not a socket, is refused; the socket gets mode (0 leaves it as
+// the umask made it) and is removed when the listener is closed.
+func Listen(spec string, mode fs.FileMode) (net.Listener, error) {
+	network, address, err := config.ParseListen(spec)
+	if err != nil {
+		return nil, err
+	}
+	if network != "unix" {
+		ln, err := net.Listen(network, address)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", spec, err)
+		}
+		return ln, nil
+	}
+	if err := removeStaleSocket(address); err != nil {
+		return nil, err
+	}
+	// net.Listen unlinks the socket file when the listener is closed.
+	ln, err := net.Listen("unix", address)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", spec, err)
+	}
+	if mode != 0 {
+		if err := os.Chmod(address, mode); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen on %s: set socket mode %04o: %w", spec, mode, err)
+		}
+	}
+	return ln, nil
+}
+
+// removeStaleSocket removes the socket file at path if no process answers
+// on it. Anything else at path is left alone and refused: a daemon must
+// not delete a file it did not create, nor steal a live daemon's socket.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unix socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("unix socket %s: the path exists and is not a socket; refusing to replace it", path)
+	}
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("unix socket %s: another process is listening on it (is spf-milter already running?)", path)
+	}
+	// Only a refused connection proves that nobody listens; a permission
+	// error or a full backlog could hide a live daemon.
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("unix socket %s: cannot tell whether it is in use: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("unix socket %s: remove stale socket: %w", path, err)
+	}
+	return nil
+}
+
+// Serve accepts milter sessions on ln until ln fails or Shutdown is
+// called; it closes ln before returning. After Shutdown it returns
+// gomilter.ErrServerClosed, as net/http does.
+func (d *Daemon) Serve(ln net.Listener) error {
+	l := &listener{Listener: ln, d: d}
+	d.mu.Lock()
+	if d.closing {
+		d.mu.Unlock()
+		ln.Close()
+		return gomilter.ErrServerClosed
+	}
+	d.listeners[l] = struct{}{}
+	d.mu.Unlock()
+
+	// A copy per listener: Server.Serve appends to an unguarded slice, so
+	// two Serve calls on one Server would race. The copy shares NewMilter
+	// and the negotiated options, which is all a session uses.
+	srv := *d.srv
+	err := srv.Serve(l)
+	if d.isClosing() {
+		return gomilter.ErrServerClosed
+	}
+	return err
+}
+
+// Open returns the number of sessions open now.
+func (d *Daemon) Open() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns)
+}
+
+// Shutdown stops accepting (closing every listener, which removes unix
+// socket files), then waits for the open sessions to end. When ctx is done
+// first, it closes the sessions still open and returns ctx's error. It is
+// safe to call more than once.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closing = true
+	lns := make([]*listener, 0, len(d.listeners))
+	for l := range d.listeners {
+		lns = append(lns, l)
+	}
+	d.mu.Unlock()
+
+	var errs []error
+	for _, l := range lns {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if n := d.Open(); n > 0 {
+		d.log().Info("stopped accepting; waiting for open sessions to end", "open", n)
+	} else {
+		d.log().Info("stopped accepting; no session open")
+	}
+
+	for {
+		d.mu.Lock()
+		n, changed := len(d.conns), d.changed
+		d.mu.Unlock()
+		if n == 0 {
+			return errors.Join(errs...)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			d.mu.Lock()
+			open := make([]*conn, 0, len(d.conns))
+			for c := range d.conns {
+				open = append(open, c)
+			}
+			d.mu.Unlock()
+			for _, c := range open {
+				c.forced.Store(true)
+				c.Close()
+			}
+			d.log().Warn("drain time over; closed the sessions still open", "closed", len(open))
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+	}
+}
+
+func (d *Daemon) isClosing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closing
+}
+
+// track registers a newly accepted connection, or reports false when the
+// daemon is shutting down and the connection must not be served.
+func (d *Daemon) track(nc net.Conn) (*conn, bool) {
+	opts := d.opts.Load()
+	c := &conn{Conn: nc, d: d, opts: opts, accepted: time.Now(), peer: peerName(nc)}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing {
+		return nil, false
+	}
+	d.conns[c] = struct{}{}
+	return c, true
+}
+
+func (d *Daemon) untrack(c *conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.conns[c]; !ok {
+		return
+	}
+	delete(d.conns, c)
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// peerName names the MTA end of a connection for the log; a unix socket
+// client usually has no address, so the socket path stands in.
+func peerName(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
+		return a.String()
+	}
+	if a := c.LocalAddr(); a != nil {
+		return a.Network() + ":" + a.String()
+	}
+	return "unknown"
+}
+
+// listener hands the Server tracked connections.
+type listener struct {
+	net.Listener
+	d *Daemon
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Accept returns the next connection, wrapped. Errors that pass (too many
+// open files, out of buffers) are waited out rather than returned, because
+// go-milter's Serve gives up on the first error and the daemon would stop
+// listening for good.
+func (l *listener) Accept() (net.Conn, error) {
+	var delay time.Duration
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			if !transientAcceptError(err) || l.d.isClosing() {
+				return nil, err
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.d.log().Warn("accept failed; retrying", "error", err, "retry_in", delay.String())
+			time.Sleep(delay)
+			continue
+		}
+		c, ok := l.d.track(nc)
+		if !ok {
+			nc.Close()
+			return nil, net.ErrClosed
+		}
+		c.log().Debug("session opened", "peer", c.peer)
+		return c, nil
+	}
+}
+
+// transientAcceptError reports whether an Accept error is a shortage of
+// resources that may pass.
+func transientAcceptError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close closes the listener once (go-milter's Serve closes it too) and
+// forgets it.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.closeErr = l.Listener.Close()
+		l.d.mu.Lock()
+		delete(l.d.listeners, l)
+		l.d.mu.Unlock()
+	})
+	return l.closeErr
+}
+
+// conn is one tracked, timed milter session. go-milter closes the
+// connection when its session loop ends (on a read error, a QUIT or a
+// protocol error), so Close is where a session is known to be over.
+type conn struct {
+	net.Conn
+	d        *Daemon
+	opts     *DaemonOptions
+	accepted time.Time
+	peer     string
+
+	// forced is set when Shutdown closes the session, so that the read
+	// error this causes is not reported as a failure.
+	forced    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (c *conn) log() *slog.Logger { return c.opts.Log }
+
+// deadline is when the next read or write must have finished: the idle
+// time from now, but never past the session's overall end.
+func (c *conn) deadline() time.Time {
+	var dl time.Time
+	if c.opts.IdleTimeout > 0 {
+		dl = time.Now().Add(c.opts.IdleTimeout)
+	}
+	if c.opts.MaxDuration > 0 {
+		if end := c.accepted.Add(c.opts.MaxDuration); dl.IsZero() || end.Before(dl) {
+			dl = end
+		}
+	}
+	return dl
+}
+
+// Read reads with the session's deadline. A timeout or a forced close is
+// logged here and reported to go-milter as the end of the stream, so that
+// it ends the session quietly instead of logging a read error on its own.
+func (c *conn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(c.deadline()); err != nil {
+		return 0, c.ended(err, "read")
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		return n, c.ended(err, "read")
+	}
+	return n, nil
+}
+
+// Write writes with the session's deadline, so that an MTA that stops
+// reading cannot pin the session either.
+func (c *conn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(c.deadline()); err != nil {
+		return 0, c.ended(err, "write")
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		return n, c.ended(err, "write")
+	}
+	return n, nil
+}
+
+// ended turns the error that ends a session into what go-milter should
+// see, logging the reason when it is ours.
+func (c *conn) ended(err error, op string) error {
+	if c.forced.Load() {
+		return io.EOF
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return err
+	}
+	age := time.Since(c.accepted)
+	if c.opts.MaxDuration > 0 && age >= c.opts.MaxDuration {
+		c.log().Info("session closed: maximum duration reached",
+			"peer", c.peer, "op", op, "max_duration", c.opts.MaxDuration.String(), "duration", age.Round(time.Millisecond).String())
+	} else {
+		c.log().Info("session closed: idle timeout",
+			"peer", c.peer, "op", op, "idle_timeout", c.opts.IdleTimeout.String(), "duration", age.Round(time.Millisecond).String())
+	}
+	// Closing here rather than waiting for go-milter to do it frees the
+	// slot even if its loop were stuck elsewhere.
+	c.Close()
+	if op == "read" {
+		return io.EOF
+	}
+	return err
+}
+
+// Close closes the connection once and ends its tracking.
+func (c *conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closeErr = c.Conn.Close()
+		c.d.untrack(c)
+		c.log().Debug("session ended", "peer", c.peer, "duration", time.Since(c.accepted).Round(time.Millisecond).String())
+	})
+	return c.closeErr
+}
