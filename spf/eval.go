@@ -179,13 +179,13 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 		match, err := e.evalDirective(d, domain, depth)
 		if err != nil {
 			a := e.asAbort(err)
-			e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: d.String(), Result: a.result, Detail: a.problem})
-			return verdict{result: a.result, problem: a.problem, mechanism: d.String(), domain: domain, rec: rec}
+			e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Result: a.result, Detail: a.problem})
+			return verdict{result: a.result, problem: a.problem, mechanism: written(d), domain: domain, rec: rec}
 		}
 		if match {
 			r := d.Qualifier.Result()
-			e.step(Step{Kind: StepResult, Depth: depth, Domain: domain, Term: d.String(), Result: r})
-			return verdict{result: r, mechanism: d.String(), domain: domain, rec: rec}
+			e.step(Step{Kind: StepResult, Depth: depth, Domain: domain, Term: written(d), Result: r})
+			return verdict{result: r, mechanism: written(d), domain: domain, rec: rec}
 		}
 	}
 	if rec.Redirect != nil {
@@ -237,7 +237,7 @@ func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt str
 }
 
 func (e *evaluation) redirect(rec *Record, domain string, depth int) verdict {
-	term := rec.Redirect.String()
+	term := written(rec.Redirect)
 	if err := e.countLookup(); err != nil {
 		e.step(Step{Kind: StepLimit, Depth: depth, Domain: domain, Term: term, Result: PermError, Detail: err.problem})
 		return verdict{result: PermError, problem: err.problem, mechanism: term, domain: domain}
@@ -262,7 +262,7 @@ func (e *evaluation) redirect(rec *Record, domain string, depth int) verdict {
 func (e *evaluation) evalDirective(d *Directive, domain string, depth int) (bool, error) {
 	if d.Mechanism.queriesDNS() {
 		if err := e.countLookup(); err != nil {
-			e.step(Step{Kind: StepLimit, Depth: depth, Domain: domain, Term: d.String(), Result: PermError, Detail: err.problem})
+			e.step(Step{Kind: StepLimit, Depth: depth, Domain: domain, Term: written(d), Result: PermError, Detail: err.problem})
 			return false, err
 		}
 	}
@@ -288,26 +288,26 @@ func (e *evaluation) evalDirective(d *Directive, domain string, depth int) (bool
 		return e.evalInclude(d, domain, depth)
 	}
 	if err == nil {
-		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: d.String(), Matched: match, Detail: detail})
+		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Matched: match, Detail: detail})
 	}
 	return match, err
 }
 
 func (e *evaluation) evalInclude(d *Directive, domain string, depth int) (bool, error) {
 	target, ok := e.target(d.Domain, domain)
-	e.step(Step{Kind: StepInclude, Depth: depth, Domain: domain, Term: d.String(), Detail: "checking " + target})
+	e.step(Step{Kind: StepInclude, Depth: depth, Domain: domain, Term: written(d), Detail: "checking " + target})
 	if !ok {
 		return false, permerror("include target %s is not a valid domain name", quoteTerm(target))
 	}
 	v := e.checkHost(target, depth+1)
-	e.step(Step{Kind: StepReturn, Depth: depth, Domain: domain, Term: d.String(), Result: v.result})
+	e.step(Step{Kind: StepReturn, Depth: depth, Domain: domain, Term: written(d), Result: v.result})
 	// RFC 7208 §5.2: the table of include results.
 	switch v.result {
 	case Pass:
-		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: d.String(), Matched: true})
+		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Matched: true})
 		return true, nil
 	case Fail, Softfail, Neutral:
-		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: d.String(), Detail: target + " gave " + string(v.result)})
+		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Detail: target + " gave " + string(v.result)})
 		return false, nil
 	case TempError:
 		return false, &abort{TempError, v.problem}
@@ -563,7 +563,7 @@ func (e *evaluation) explain(v verdict) string {
 	env.Now = time.Now()
 	if v.rec != nil && v.rec.Exp != nil {
 		if text, ok := e.expText(v.rec.Exp, env); ok {
-			e.step(Step{Kind: StepExp, Domain: v.domain, Term: v.rec.Exp.String(), Detail: text})
+			e.step(Step{Kind: StepExp, Domain: v.domain, Term: written(v.rec.Exp), Detail: text})
 			return text
 		}
 	}
@@ -589,12 +589,12 @@ func (e *evaluation) expText(exp *Modifier, env *MacroEnv) (string, bool) {
 		if err != nil {
 			detail = err.Error()
 		}
-		e.step(Step{Kind: StepExp, Domain: env.Domain, Term: exp.String(), Detail: "ignored: " + detail})
+		e.step(Step{Kind: StepExp, Domain: env.Domain, Term: written(exp), Detail: "ignored: " + detail})
 		return "", false
 	}
 	ms, err := ParseMacroString(txts[0], true)
 	if err != nil {
-		e.step(Step{Kind: StepExp, Domain: env.Domain, Term: exp.String(), Detail: "ignored: " + err.Error()})
+		e.step(Step{Kind: StepExp, Domain: env.Domain, Term: written(exp), Detail: "ignored: " + err.Error()})
 		return "", false
 	}
 	return ms.Expand(env), true

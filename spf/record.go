@@ -77,22 +77,15 @@ type Directive struct {
 	// when absent).
 	CIDR4, CIDR6 int
 
-	// text caches the canonical form: the trace names every term tried,
-	// and a parsed record is reused by many checks.
-	text string
+	// raw is the term as written in the record: what the trace and the
+	// Outcome name, without formatting anything on the hot path.
+	raw string
 }
 
 func (*Directive) isTerm() {}
 
 // String prints the directive in its canonical form.
 func (d *Directive) String() string {
-	if d.text != "" {
-		return d.text
-	}
-	return d.format()
-}
-
-func (d *Directive) format() string {
 	var b strings.Builder
 	if d.Qualifier != QualifierPass {
 		b.WriteByte(byte(d.Qualifier))
@@ -130,6 +123,7 @@ type Modifier struct {
 	// Name is lower case: modifier names are case-insensitive.
 	Name  string
 	Value *MacroString
+	raw   string
 }
 
 func (*Modifier) isTerm() {}
@@ -199,53 +193,76 @@ func Parse(txt string) (*Record, error) {
 	if !IsSPFRecord(txt) {
 		return nil, &SyntaxError{Reason: "record does not start with v=spf1"}
 	}
-	r := &Record{}
+	// Every term follows a space, so the spaces bound the terms: size
+	// everything once, with the directives in one backing array.
+	n := strings.Count(txt, " ")
+	r := &Record{Terms: make([]Term, 0, n), Directives: make([]*Directive, 0, n)}
+	store := make([]Directive, 0, n)
 	// Terms are separated by spaces only; any other byte, a tab or a CR
 	// among them, is part of a term and makes that term invalid.
-	for _, tok := range strings.Split(txt[6:], " ") {
+	for rest, more := txt[6:], true; more; {
+		var tok string
+		tok, rest, more = strings.Cut(rest, " ")
 		if tok == "" {
 			continue
 		}
-		t, err := parseTerm(tok)
-		if err != nil {
+		if i := indexTermSep(tok); i >= 0 && tok[i] == '=' {
+			// A term is a modifier when "=" comes before any ":" or "/"
+			// (RFC 7208 §4.6.1).
+			m, err := parseModifier(tok, tok[:i], tok[i+1:])
+			if err != nil {
+				return nil, err
+			}
+			r.Terms = append(r.Terms, m)
+			if err := r.setModifier(tok, m); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		store = append(store, Directive{})
+		d := &store[len(store)-1]
+		if err := d.parse(tok); err != nil {
 			return nil, err
 		}
-		r.Terms = append(r.Terms, t)
-		switch t := t.(type) {
-		case *Directive:
-			r.Directives = append(r.Directives, t)
-		case *Modifier:
-			switch t.Name {
-			case "redirect":
-				if r.Redirect != nil {
-					return nil, &SyntaxError{Term: tok, Reason: "redirect= given more than once"}
-				}
-				r.Redirect = t
-			case "exp":
-				if r.Exp != nil {
-					return nil, &SyntaxError{Term: tok, Reason: "exp= given more than once"}
-				}
-				r.Exp = t
-			}
-		}
+		r.Terms = append(r.Terms, d)
+		r.Directives = append(r.Directives, d)
 	}
 	return r, nil
 }
 
-func parseTerm(tok string) (Term, error) {
-	// A term is a modifier when "=" comes before any ":" or "/"
-	// (RFC 7208 §4.6.1).
-	if i := strings.IndexAny(tok, "=:/"); i >= 0 && tok[i] == '=' {
-		return parseModifier(tok, tok[:i], tok[i+1:])
+// indexTermSep returns the index of the first '=', ':' or '/' in tok, or -1.
+func indexTermSep(tok string) int {
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c == '=' || c == ':' || c == '/' {
+			return i
+		}
 	}
-	return parseDirective(tok)
+	return -1
+}
+
+// setModifier records redirect= and exp=, which may appear once each
+// (RFC 7208 §6).
+func (r *Record) setModifier(tok string, t *Modifier) error {
+	switch t.Name {
+	case "redirect":
+		if r.Redirect != nil {
+			return &SyntaxError{Term: tok, Reason: "redirect= given more than once"}
+		}
+		r.Redirect = t
+	case "exp":
+		if r.Exp != nil {
+			return &SyntaxError{Term: tok, Reason: "exp= given more than once"}
+		}
+		r.Exp = t
+	}
+	return nil
 }
 
 func parseModifier(tok, name, value string) (*Modifier, error) {
 	if !validModifierName(name) {
 		return nil, &SyntaxError{Term: tok, Reason: "modifier name must be a letter followed by letters, digits, '-', '_' or '.'"}
 	}
-	m := &Modifier{Name: strings.ToLower(name)}
+	m := &Modifier{Name: strings.ToLower(name), raw: tok}
 	var err error
 	switch m.Name {
 	case "redirect", "exp":
@@ -272,8 +289,9 @@ func validModifierName(name string) bool {
 	return true
 }
 
-func parseDirective(tok string) (*Directive, error) {
-	d := &Directive{Qualifier: QualifierPass, CIDR4: 32, CIDR6: 128}
+// parse fills d from a directive term.
+func (d *Directive) parse(tok string) error {
+	*d = Directive{Qualifier: QualifierPass, CIDR4: 32, CIDR6: 128}
 	body := tok
 	switch Qualifier(body[0]) {
 	case QualifierPass, QualifierFail, QualifierSoftfail, QualifierNeutral:
@@ -314,10 +332,10 @@ func parseDirective(tok string) (*Directive, error) {
 		err = fmt.Errorf("unknown mechanism")
 	}
 	if err != nil {
-		return nil, &SyntaxError{Term: tok, Reason: err.Error()}
+		return &SyntaxError{Term: tok, Reason: err.Error()}
 	}
-	d.text = d.format()
-	return d, nil
+	d.raw = tok
+	return nil
 }
 
 // parseDomainAndCIDR parses [ ":" domain-spec ] [ dual-cidr-length ].
@@ -483,3 +501,19 @@ func validTopLabel(l string) bool {
 
 func isAlpha(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// written returns the term as the record's author wrote it, or its
+// canonical form for a term built by hand.
+func written(t Term) string {
+	switch t := t.(type) {
+	case *Directive:
+		if t.raw != "" {
+			return t.raw
+		}
+	case *Modifier:
+		if t.raw != "" {
+			return t.raw
+		}
+	}
+	return t.String()
+}
