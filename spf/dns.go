@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/internal/dnsname"
 )
 
 // Defaults of DNSOptions.
@@ -213,11 +215,11 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 	fail := func(err error) error {
 		return &DNSError{Name: strings.TrimSuffix(name, "."), Type: dns.TypeToString[qtype], Err: err}
 	}
-	if !queryableName(name) {
+	if !dnsname.Queryable(name) {
 		return nil, fail(ErrNXDomain)
 	}
-	qname := escapeQueryName(name)
-	seen := map[string]bool{dnsNameKey(qname): true}
+	qname := dnsname.Escape(name)
+	seen := map[string]bool{dnsname.Key(qname): true}
 	cnames := 0
 	for {
 		resp, err := r.query(ctx, qname, qtype)
@@ -232,7 +234,7 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 			target := ""
 			for _, rr := range resp.Answer {
 				h := rr.Header()
-				if !sameDNSName(h.Name, cur) {
+				if !dnsname.Same(h.Name, cur) {
 					continue
 				}
 				if h.Rrtype == qtype {
@@ -251,10 +253,10 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 			if cnames > maxCNAMEChain {
 				return nil, fail(fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain))
 			}
-			if seen[dnsNameKey(target)] {
+			if seen[dnsname.Key(target)] {
 				return nil, fail(fmt.Errorf("CNAME loop at %s", target))
 			}
-			seen[dnsNameKey(target)] = true
+			seen[dnsname.Key(target)] = true
 			cur = target
 		}
 		if resp.Rcode == dns.RcodeNameError {
@@ -305,7 +307,7 @@ func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qty
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", server, err)
 	}
-	if len(resp.Question) != 1 || !sameDNSName(resp.Question[0].Name, qname) ||
+	if len(resp.Question) != 1 || !dnsname.Same(resp.Question[0].Name, qname) ||
 		resp.Question[0].Qtype != qtype || resp.Question[0].Qclass != dns.ClassINET {
 		return nil, fmt.Errorf("%s: answer is for another question", server)
 	}
@@ -387,63 +389,6 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 		return resp, nil
 	}
 }
-
-// queryableName reports whether name, taken as raw octets with "." between
-// labels, can be put in a query: no empty label, no label over 63 octets,
-// at most 255 octets in wire form.
-func queryableName(name string) bool {
-	name = strings.TrimSuffix(name, ".")
-	if name == "" {
-		return false
-	}
-	wire := 1
-	for label := range strings.SplitSeq(name, ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return false
-		}
-		wire += 1 + len(label)
-	}
-	return wire <= 255
-}
-
-// escapeQueryName turns a name of raw octets into the presentation form miekg/dns
-// packs, so that a backslash, quote or control byte in it (a macro can put
-// one there) is asked as itself.
-func escapeQueryName(name string) string {
-	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '.':
-			b.WriteByte(c)
-		case c <= 0x20 || c >= 0x7f || strings.IndexByte(`\"();@$`, c) >= 0:
-			fmt.Fprintf(&b, "\\%03d", c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return dns.Fqdn(b.String())
-}
-
-// dnsNameKey maps a name in presentation form to its wire form with ASCII
-// letters lowercased, so that names compare as DNS compares them whatever
-// escapes either side used.
-func dnsNameKey(name string) string {
-	buf := make([]byte, 256)
-	n, err := dns.PackDomainName(dns.Fqdn(name), buf, 0, nil, false)
-	if err != nil {
-		return "text:" + strings.ToLower(name)
-	}
-	b := buf[:n]
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
-
-func sameDNSName(a, b string) bool { return dnsNameKey(a) == dnsNameKey(b) }
 
 // unescapeDNSText undoes the presentation form miekg/dns gives character-
 // strings and names: "\DDD" is the octet DDD (decimal), "\X" is X.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/spf-milter/spf-milter/internal/dnsname"
+
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -72,13 +74,13 @@ func (m *MapResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 	if err := ctx.Err(); err != nil {
 		return nil, fail(err)
 	}
-	if !validName(name) {
+	if !dnsname.Queryable(name) {
 		// A name that no query can carry does not exist (RFC 7208 §4.3,
 		// and the suite's invalid-domain cases).
 		return nil, fail(spf.ErrNXDomain)
 	}
 
-	out := m.zone.resolve(escapeName(name), qtype, maxCNAMEChain+1)
+	out := m.zone.resolve(dnsname.Escape(name), qtype, maxCNAMEChain+1)
 	cnames := 0
 	for _, rr := range out.answer {
 		if rr.Header().Rrtype == dns.TypeCNAME {
@@ -95,7 +97,7 @@ func (m *MapResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 	case out.stopped:
 		// The chain ends at a Timeout or Rcode name: what a query there
 		// would have given.
-		stop := nameKey(out.stopName)
+		stop := dnsname.Key(out.stopName)
 		m.zone.mu.RLock()
 		rc, isRcode := m.zone.rcode[stop]
 		m.zone.mu.RUnlock()
@@ -127,43 +129,6 @@ func rcodeError(rc int) error {
 		name = fmt.Sprint(rc)
 	}
 	return fmt.Errorf("server answered %s", name)
-}
-
-// validName reports whether name, taken as raw octets with "." between
-// labels, can be put in a query: no empty label, no label over 63 octets,
-// at most 255 octets in wire form.
-func validName(name string) bool {
-	name = strings.TrimSuffix(name, ".")
-	if name == "" {
-		return false
-	}
-	wire := 1
-	for label := range strings.SplitSeq(name, ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return false
-		}
-		wire += 1 + len(label)
-	}
-	return wire <= 255
-}
-
-// escapeName turns a name of raw octets into presentation form, so that a
-// backslash or other special byte in it (a macro can put one there) is
-// looked up as itself.
-func escapeName(name string) string {
-	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '.':
-			b.WriteByte(c)
-		case c <= 0x20 || c >= 0x7f || strings.IndexByte(`\"();@$`, c) >= 0:
-			fmt.Fprintf(&b, "\\%03d", c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return dns.Fqdn(b.String())
 }
 
 // characterStrings decodes the rdata of a TXT or SPF record from its wire

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/internal/dnsname"
 )
 
 // defaultTTL is given to records whose text names no TTL, so that test
@@ -27,7 +29,7 @@ const maxServerCNAMEHops = 8
 // may change it while a Server answers from it.
 type Zone struct {
 	mu      sync.RWMutex
-	rrs     map[string][]dns.RR // by nameKey of the owner
+	rrs     map[string][]dns.RR // by dnsname.Key of the owner
 	timeout map[string]bool
 	rcode   map[string]int
 }
@@ -39,26 +41,6 @@ func NewZone() *Zone {
 		timeout: make(map[string]bool),
 		rcode:   make(map[string]int),
 	}
-}
-
-// nameKey maps a name in presentation form to the key the zone files it
-// under: its lowercased wire form, so that "a\032b" and "a b", or "A" and
-// "a", are one name. A name that cannot be packed (a label over 63 octets)
-// is keyed by its lowercased text, which still lets it be stored.
-func nameKey(name string) string {
-	fqdn := dns.Fqdn(name)
-	buf := make([]byte, 256)
-	n, err := dns.PackDomainName(fqdn, buf, 0, nil, false)
-	if err != nil {
-		return "text:" + strings.ToLower(fqdn)
-	}
-	b := buf[:n]
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // Add parses records in presentation format, for example
@@ -90,7 +72,7 @@ func (z *Zone) AddRR(rrs ...dns.RR) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	for _, rr := range rrs {
-		k := nameKey(rr.Header().Name)
+		k := dnsname.Key(rr.Header().Name)
 		z.rrs[k] = append(z.rrs[k], rr)
 	}
 }
@@ -142,7 +124,7 @@ func escapeStrings(strs []string) []string {
 func (z *Zone) Timeout(name string) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	z.timeout[nameKey(name)] = true
+	z.timeout[dnsname.Key(name)] = true
 }
 
 // Rcode makes every query at name be answered with rcode (for example
@@ -150,14 +132,14 @@ func (z *Zone) Timeout(name string) {
 func (z *Zone) Rcode(name string, rcode int) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	z.rcode[nameKey(name)] = rcode
+	z.rcode[dnsname.Key(name)] = rcode
 }
 
 // Remove drops everything at name: records, Timeout and Rcode.
 func (z *Zone) Remove(name string) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	k := nameKey(name)
+	k := dnsname.Key(name)
 	delete(z.rrs, k)
 	delete(z.timeout, k)
 	delete(z.rcode, k)
@@ -192,7 +174,7 @@ func (z *Zone) resolve(qname string, qtype uint16, maxHops int) outcome {
 	cur := dns.Fqdn(qname)
 	seen := map[string]bool{}
 	for hops := 0; ; hops++ {
-		k := nameKey(cur)
+		k := dnsname.Key(cur)
 		seen[k] = true
 		if rc, ok := z.rcode[k]; ok {
 			if hops == 0 {
@@ -223,7 +205,7 @@ func (z *Zone) resolve(qname string, qtype uint16, maxHops int) outcome {
 			c.Header().Name = cur
 			out.answer = append(out.answer, c)
 			cur = cname.Target
-			if seen[nameKey(cur)] {
+			if seen[dnsname.Key(cur)] {
 				out.stopped, out.stopName, out.loop = true, cur, true
 				return out
 			}
