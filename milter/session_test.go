@@ -382,7 +382,7 @@ var wantReceivedSPF = map[spf.Result]string{
 	spf.Softfail:  `softfail (mx.example.net: domain of transitioning alice@softfail.example does not designate 192.0.2.1 as permitted sender) client-ip=192.0.2.1; envelope-from="alice@softfail.example"; helo=mx.pass.example; receiver=mx.example.net; mechanism=~all; identity=mailfrom`,
 	spf.Neutral:   `neutral (mx.example.net: 192.0.2.1 is neither permitted nor denied by domain of alice@neutral.example) client-ip=192.0.2.1; envelope-from="alice@neutral.example"; helo=mx.pass.example; receiver=mx.example.net; mechanism=?all; identity=mailfrom`,
 	spf.None:      `none (mx.example.net: none.example does not provide an SPF record) client-ip=192.0.2.1; envelope-from="alice@none.example"; helo=mx.pass.example; receiver=mx.example.net; problem="no SPF record at none.example"; identity=mailfrom`,
-	spf.TempError: `temperror (mx.example.net: temporary error while checking domain of alice@temperror.example) client-ip=192.0.2.1; envelope-from="alice@temperror.example"; helo=mx.pass.example; receiver=mx.example.net; problem="DNS failure: TXT temperror.example: {dns}: server answered SERVFAIL"; identity=mailfrom`,
+	spf.TempError: `temperror (mx.example.net: temporary error while checking domain of alice@temperror.example) client-ip=192.0.2.1; envelope-from="alice@temperror.example"; helo=mx.pass.example; receiver=mx.example.net; problem="DNS failure: TXT temperror.example: server answered SERVFAIL"; identity=mailfrom`,
 	spf.PermError: `permerror (mx.example.net: permanent error in the SPF policy for domain of alice@permerror.example) client-ip=192.0.2.1; envelope-from="alice@permerror.example"; helo=mx.pass.example; receiver=mx.example.net; problem="SPF record of permerror.example: invalid term \"foo\": unknown mechanism"; identity=mailfrom`,
 }
 
@@ -393,7 +393,7 @@ var wantAuthRes = map[spf.Result]string{
 	spf.Softfail:  `spf=softfail smtp.mailfrom=softfail.example`,
 	spf.Neutral:   `spf=neutral smtp.mailfrom=neutral.example`,
 	spf.None:      `spf=none reason="no SPF record at none.example" smtp.mailfrom=none.example`,
-	spf.TempError: `spf=temperror reason="DNS failure: TXT temperror.example: {dns}: server answered SERVFAIL" smtp.mailfrom=temperror.example`,
+	spf.TempError: `spf=temperror reason="DNS failure: TXT temperror.example: server answered SERVFAIL" smtp.mailfrom=temperror.example`,
 	spf.PermError: `spf=permerror reason="SPF record of permerror.example: invalid term \"foo\": unknown mechanism" smtp.mailfrom=permerror.example`,
 }
 
@@ -404,7 +404,7 @@ var wantReject = map[spf.Result]string{
 	spf.Softfail:  `550 5.7.1 SPF softfail: domain of transitioning alice@softfail.example does not designate 192.0.2.1 as permitted sender`,
 	spf.Neutral:   `550 5.7.1 SPF neutral: 192.0.2.1 is neither permitted nor denied by domain of alice@neutral.example`,
 	spf.None:      `550 5.7.1 SPF none: no SPF record at none.example`,
-	spf.TempError: `451 4.7.24 SPF temperror: DNS failure: TXT temperror.example: {dns}: server answered SERVFAIL, try again later`,
+	spf.TempError: `451 4.7.24 SPF temperror: DNS failure: TXT temperror.example: server answered SERVFAIL, try again later`,
 	spf.PermError: `550 5.7.24 SPF permerror: SPF record of permerror.example: invalid term "foo": unknown mechanism`,
 }
 
@@ -774,7 +774,7 @@ func TestHELOPolicy(t *testing.T) {
 			wantReject[spf.Fail], true, "mailfrom"},
 		{"HELO temperror tempfails when asked", func(c *config.Config) { c.Policy.HELO[spf.TempError] = config.Tempfail },
 			"mx.temperror.example", "alice@pass.example",
-			"451 4.7.24 SPF temperror: DNS failure: TXT mx.temperror.example: {dns}: server answered SERVFAIL, try again later", true, "helo"},
+			"451 4.7.24 SPF temperror: DNS failure: TXT mx.temperror.example: server answered SERVFAIL, try again later", true, "helo"},
 		{"HELO temperror accepted by default", nil, "mx.temperror.example", "alice@pass.example", "continue", true, "mailfrom"},
 		{"HELO policy all accept: not checked", allAccept, failHELO, "alice@pass.example", "continue", false, "mailfrom"},
 	}

@@ -305,19 +305,40 @@ func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qty
 		resp, err = r.exchange(ctx, "tcp", server, m)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", server, err)
+		text := "network error"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			text = "no answer (timeout)"
+		}
+		return nil, &ServerError{Server: server, Err: err, text: text}
 	}
 	if len(resp.Question) != 1 || !dnsname.Same(resp.Question[0].Name, qname) ||
 		resp.Question[0].Qtype != qtype || resp.Question[0].Qclass != dns.ClassINET {
-		return nil, fmt.Errorf("%s: answer is for another question", server)
+		return nil, &ServerError{Server: server, text: "answer is for another question"}
 	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 		return resp, nil
 	default:
-		return nil, fmt.Errorf("%s: server answered %s", server, dnsRcodeName(resp.Rcode))
+		return nil, &ServerError{Server: server, text: "server answered " + dnsRcodeName(resp.Rcode)}
 	}
 }
+
+// ServerError is a failure of one DNS server. Its message says only what
+// happened, never which server or socket: the problem text of a temperror
+// reaches SMTP replies and headers seen outside, and the addresses of our
+// resolvers are nobody's business there. Server and Err keep the details
+// for logs.
+type ServerError struct {
+	Server string // "host:port" of the server asked
+	Err    error  // the network error, if any
+	text   string
+}
+
+func (e *ServerError) Error() string { return e.text }
+
+// Unwrap returns the network error, if any.
+func (e *ServerError) Unwrap() error { return e.Err }
 
 func dnsRcodeName(rc int) string {
 	if s, ok := dns.RcodeToString[rc]; ok {

@@ -559,3 +559,31 @@ func TestNewDNSResolver(t *testing.T) {
 		})
 	}
 }
+
+// A temperror's problem text reaches SMTP replies and headers that leave
+// the site: it must not name our resolvers or sockets, but a log can still
+// get them from the error.
+func TestServerErrorHidesAddresses(t *testing.T) {
+	z := dnstest.NewZone()
+	z.Rcode("broken.example", dns.RcodeServerFailure)
+	z.Timeout("slow.example")
+	srv := dnstest.StartServer(t, z)
+	r := newDNSResolver(t, 200*time.Millisecond, srv.Addr())
+	for name, want := range map[string]string{
+		"broken.example": "server answered SERVFAIL",
+		"slow.example":   "no answer (timeout)",
+	} {
+		_, err := r.LookupTXT(context.Background(), name)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: error %v, want one saying %q", name, err, want)
+		}
+		host, port, _ := net.SplitHostPort(srv.Addr())
+		if strings.Contains(err.Error(), host) || strings.Contains(err.Error(), port) {
+			t.Errorf("%s: error %q names the server", name, err)
+		}
+		var se *spf.ServerError
+		if !errors.As(err, &se) || se.Server != srv.Addr() {
+			t.Errorf("%s: no ServerError with the server's address in %v", name, err)
+		}
+	}
+}
