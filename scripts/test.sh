@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests need, installed with apt-get when running as
-# root. Empty for now: later features (a real MTA for end-to-end tests) add
-# theirs here, space-separated.
-APT_PACKAGES=""
+# root, space-separated. The end-to-end tests (integration/) run Postfix and
+# NSD; Sendmail runs from its downloaded packages (it conflicts with
+# Postfix) and needs m4, libwrap0 and liblockfile1; docker-compose checks
+# docker-compose.yml; swaks and dnsutils (dig) are for poking by hand.
+APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose"
 
 # How long each fuzz target runs; long enough to catch shallow crashes,
 # short enough for every CI run.
@@ -30,6 +32,11 @@ if [[ -n "$APT_PACKAGES" ]] && [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/de
 	if ((${#missing[@]} > 0)); then
 		step "apt-get install ${missing[*]}"
 		apt-get update
+		# Postfix's package asks what kind of mail system this is; the
+		# tests run their own instance, so: none (and no question).
+		if [[ " ${missing[*]} " == *" postfix "* ]]; then
+			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+		fi
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 	fi
 fi
