@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 # System packages the tests need, installed with apt-get when running as
 # root, space-separated. The end-to-end tests (integration/) run Postfix and
 # NSD; Sendmail runs from its downloaded packages (it conflicts with
-# Postfix) and needs m4, libwrap0 and liblockfile1; docker-compose checks
+# Postfix) and needs m4, libwrap0 and liblockfile1; OpenDMARC and
+# SpamAssassin read our headers downstream; docker-compose checks
 # docker-compose.yml; swaks and dnsutils (dig) are for poking by hand.
-APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose"
+APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose opendmarc spamassassin"
 
 # How long each fuzz target runs; long enough to catch shallow crashes,
 # short enough for every CI run.
