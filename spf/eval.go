@@ -541,7 +541,11 @@ func (e *evaluation) void() error {
 // temperror turns a DNS failure into temperror, saying so when the whole
 // check ran out of time.
 func (e *evaluation) temperror(err error) *abort {
-	if e.ctx.Err() != nil {
+	// A query's socket deadline is the check's deadline, and the socket
+	// can report it a moment before the context's timer marks the context
+	// done: ask the clock too.
+	deadline, ok := e.ctx.Deadline()
+	if e.ctx.Err() != nil || (ok && !time.Now().Before(deadline)) {
 		return &abort{TempError, fmt.Sprintf("check did not finish within its deadline (%v)", err)}
 	}
 	return &abort{TempError, "DNS failure: " + err.Error()}
