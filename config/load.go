@@ -561,18 +561,7 @@ func (l *loader) topFields() []field {
 		{"dns", func(key string, v *yaml.Node) {
 			l.mapping(v, key, []field{
 				{"servers", func(key string, v *yaml.Node) {
-					var servers []string
-					l.list(key, v, allowedServer, func(item *yaml.Node) {
-						if s, ok := l.scalar(key, item, allowedServer); ok {
-							addr, reason := parseServer(s)
-							if reason != "" {
-								l.valueProblem(item, key, reason, allowedServer)
-								return
-							}
-							servers = append(servers, addr)
-						}
-					})
-					c.DNS.Servers = servers
+					c.DNS.Servers = parsedList(l, key, v, allowedServer, parseServer)
 				}},
 				{"timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.DNS.Timeout) }},
 				{"check_timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.DNS.CheckTimeout) }},
@@ -613,32 +602,13 @@ func (l *loader) topFields() []field {
 			}))
 		}},
 		{"skip_senders", func(key string, v *yaml.Node) {
-			var senders []string
-			l.list(key, v, allowedDomain, func(item *yaml.Node) {
-				if s, ok := l.scalar(key, item, allowedDomain); ok {
-					d, reason := parseDomain(s)
-					if reason != "" {
-						l.valueProblem(item, key, reason, allowedDomain)
-						return
-					}
-					senders = append(senders, d)
-				}
-			})
-			c.SkipSenders = senders
+			c.SkipSenders = parsedList(l, key, v, allowedDomain, parseDomain)
 		}},
 		{"skip_clients", func(key string, v *yaml.Node) { l.networks(key, v, &c.SkipClients) }},
 		{"never_refuse", func(key string, v *yaml.Node) {
-			var rcpts []string
-			l.list(key, v, allowedRecipient, func(item *yaml.Node) {
-				if s, ok := l.scalar(key, item, allowedRecipient); ok {
-					if reason := checkRecipient(s); reason != "" {
-						l.valueProblem(item, key, reason, allowedRecipient)
-						return
-					}
-					rcpts = append(rcpts, s)
-				}
+			c.NeverRefuse = parsedList(l, key, v, allowedRecipient, func(s string) (string, string) {
+				return s, checkRecipient(s)
 			})
-			c.NeverRefuse = rcpts
 		}},
 		{"session", func(key string, v *yaml.Node) {
 			l.mapping(v, key, []field{
@@ -779,16 +749,23 @@ func (l *loader) macro(key string, v *yaml.Node) (string, bool) {
 
 // networks reads a list of IP networks into dst.
 func (l *loader) networks(key string, v *yaml.Node, dst *[]netip.Prefix) {
-	var nets []netip.Prefix
-	l.list(key, v, allowedNetwork, func(item *yaml.Node) {
-		if s, ok := l.scalar(key, item, allowedNetwork); ok {
-			p, reason := parseNetwork(s)
+	*dst = parsedList(l, key, v, allowedNetwork, parseNetwork)
+}
+
+// parsedList reads a list of scalars, each turned into a T by parse, which
+// returns a reason when the value is bad; every bad item is a problem of
+// its own, with its line.
+func parsedList[T any](l *loader, key string, v *yaml.Node, allowed string, parse func(string) (T, string)) []T {
+	var out []T
+	l.list(key, v, allowed, func(item *yaml.Node) {
+		if s, ok := l.scalar(key, item, allowed); ok {
+			x, reason := parse(s)
 			if reason != "" {
-				l.valueProblem(item, key, reason, allowedNetwork)
+				l.valueProblem(item, key, reason, allowed)
 				return
 			}
-			nets = append(nets, p)
+			out = append(out, x)
 		}
 	})
-	*dst = nets
+	return out
 }
