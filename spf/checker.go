@@ -27,6 +27,11 @@ type Checker struct {
 	// Timeout bounds a whole check; 0 means DefaultCheckTimeout. Running out
 	// of time is temperror.
 	Timeout time.Duration
+	// Sequential turns off the concurrent lookups (the addresses of MX
+	// hosts and PTR names, the records of include: and redirect= targets
+	// fetched ahead). The result, trace and counted lookups are the same
+	// either way; it is there to compare and to debug.
+	Sequential bool
 }
 
 // CheckMailFrom checks whether ip may send mail with MAIL FROM sender after
