@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -248,63 +249,78 @@ func TestListenInet(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
-	f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 200 * time.Millisecond})
-	c, err := net.Dial("tcp", f.addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, "the connection is tracked", func() bool { return f.d.Open() == 1 })
+	for _, rb := range []int{0, DefaultReadBuffer} {
+		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+			t.Parallel()
+			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 200 * time.Millisecond, ReadBuffer: rb})
+			c, err := net.Dial("tcp", f.addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			waitFor(t, "the connection is tracked", func() bool { return f.d.Open() == 1 })
 
-	// A silent MTA: the daemon must hang up on its own.
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("read from an idle session = %d, %v; want EOF (closed by the daemon)", n, err)
-	}
-	waitFor(t, "the session is no longer counted", func() bool { return f.d.Open() == 0 })
-	logs := f.logs.String()
-	if !strings.Contains(logs, "idle timeout") || !strings.Contains(logs, "peer="+c.LocalAddr().String()) {
-		t.Errorf("log does not report the idle timeout with the peer %s:\n%s", c.LocalAddr(), logs)
+			// A silent MTA: the daemon must hang up on its own.
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("read from an idle session = %d, %v; want EOF (closed by the daemon)", n, err)
+			}
+			waitFor(t, "the session is no longer counted", func() bool { return f.d.Open() == 0 })
+			logs := f.logs.String()
+			if !strings.Contains(logs, "idle timeout") || !strings.Contains(logs, "peer="+c.LocalAddr().String()) {
+				t.Errorf("log does not report the idle timeout with the peer %s:\n%s", c.LocalAddr(), logs)
+			}
+		})
 	}
 }
 
 func TestIdleTimeoutRestartsOnActivity(t *testing.T) {
 	t.Parallel()
-	f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 2 * time.Second})
-	s := f.session(t)
-	defer s.Close()
-	// Busy for longer than the idle timeout, with short pauses: each
-	// command must push the deadline back.
-	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(100 * time.Millisecond) {
-		if act, err := s.Helo("mx.example.org"); err != nil || act.Code != gomilter.ActContinue {
-			t.Fatalf("Helo after %v = %+v, %v; want continue", time.Since(start), act, err)
-		}
-	}
-	if strings.Contains(f.logs.String(), "idle timeout") {
-		t.Errorf("an active session was closed as idle:\n%s", f.logs.String())
+	for _, rb := range []int{0, DefaultReadBuffer} {
+		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+			t.Parallel()
+			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 2 * time.Second, ReadBuffer: rb})
+			s := f.session(t)
+			defer s.Close()
+			// Busy for longer than the idle timeout, with short pauses: each
+			// command must push the deadline back.
+			for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(100 * time.Millisecond) {
+				if act, err := s.Helo("mx.example.org"); err != nil || act.Code != gomilter.ActContinue {
+					t.Fatalf("Helo after %v = %+v, %v; want continue", time.Since(start), act, err)
+				}
+			}
+			if strings.Contains(f.logs.String(), "idle timeout") {
+				t.Errorf("an active session was closed as idle:\n%s", f.logs.String())
+			}
+		})
 	}
 }
 
 func TestMaxDuration(t *testing.T) {
 	t.Parallel()
-	f := startDaemon(t, nil, DaemonOptions{IdleTimeout: time.Minute, MaxDuration: 500 * time.Millisecond})
-	s := f.session(t)
-	defer s.Close()
-	start := time.Now()
-	// Never idle, but the session must still end.
-	for {
-		_, err := s.Helo("mx.example.org")
-		if err != nil {
-			break
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("the session outlived its maximum duration")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	waitFor(t, "the session is no longer counted", func() bool { return f.d.Open() == 0 })
-	if logs := f.logs.String(); !strings.Contains(logs, "maximum duration reached") {
-		t.Errorf("log does not report the maximum duration:\n%s", logs)
+	for _, rb := range []int{0, DefaultReadBuffer} {
+		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+			t.Parallel()
+			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: time.Minute, MaxDuration: 500 * time.Millisecond, ReadBuffer: rb})
+			s := f.session(t)
+			defer s.Close()
+			start := time.Now()
+			// Never idle, but the session must still end.
+			for {
+				_, err := s.Helo("mx.example.org")
+				if err != nil {
+					break
+				}
+				if time.Since(start) > 10*time.Second {
+					t.Fatal("the session outlived its maximum duration")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			waitFor(t, "the session is no longer counted", func() bool { return f.d.Open() == 0 })
+			if logs := f.logs.String(); !strings.Contains(logs, "maximum duration reached") {
+				t.Errorf("log does not report the maximum duration:\n%s", logs)
+			}
+		})
 	}
 }
 
@@ -411,5 +427,66 @@ func TestServeAfterShutdown(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Error("the listener given to Serve after Shutdown still accepts")
+	}
+}
+
+// recordingMilter keeps the header fields it is given.
+type recordingMilter struct {
+	gomilter.NoOpMilter
+	mu     *sync.Mutex
+	fields *[]string
+}
+
+func (m recordingMilter) Header(name, value string, _ *gomilter.Modifier) (gomilter.Response, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	*m.fields = append(*m.fields, name+": "+value)
+	return gomilter.RespContinue, nil
+}
+
+// TestReadBuffer runs whole sessions through read buffers smaller than a
+// packet, about the size of one, and larger than a session: every packet
+// must arrive intact and in order, whatever the buffer cuts.
+func TestReadBuffer(t *testing.T) {
+	t.Parallel()
+	for _, rb := range []int{0, 16, 64, DefaultReadBuffer} {
+		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+			t.Parallel()
+			var (
+				mu  sync.Mutex
+				got []string
+			)
+			srv := &gomilter.Server{
+				NewMilter: func() gomilter.Milter { return recordingMilter{mu: &mu, fields: &got} },
+				Actions:   gomilter.OptAddHeader,
+			}
+			ln, err := Listen("inet:127.0.0.1:0", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := NewDaemon(srv, DaemonOptions{ReadBuffer: rb, Log: slog.New(slog.DiscardHandler)})
+			go d.Serve(ln)
+			t.Cleanup(func() { d.Shutdown(context.Background()) })
+			f := &daemonFixture{d: d, addr: ln.Addr()}
+
+			var want []string
+			for i := range 3 {
+				s := f.session(t)
+				for j := range 20 {
+					value := fmt.Sprintf("session %d field %d %s", i, j, strings.Repeat("x", 7*j))
+					want = append(want, "X-Test: "+value)
+					if act, err := s.HeaderField("X-Test", value); err != nil || act.Code != gomilter.ActContinue {
+						t.Fatalf("HeaderField = %+v, %v", act, err)
+					}
+				}
+				s.Close()
+			}
+			waitFor(t, "every session ended", func() bool { return d.Open() == 0 })
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("the milter saw\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/spf-milter/spf-milter/spf"
 )
 
-const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION]
+const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION] [--read-buffer BYTES]
 
 Runs the milter daemon. Without --config it reads ` + config.DefaultPath + `,
 or runs on the built-in defaults when that file does not exist.
@@ -47,6 +47,8 @@ type serveOptions struct {
 	// error rather than a reason to run on the defaults.
 	explicit     bool
 	drainTimeout time.Duration
+	// readBuffer is milter.DaemonOptions.ReadBuffer.
+	readBuffer int
 	// setDefaultLogger makes each config's logger the process default, so
 	// that go-milter's own log.Printf lines come out in the configured
 	// format too. Off in in-process tests, which must not touch globals.
@@ -61,6 +63,7 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	fs.SetOutput(io.Discard)
 	path := fs.String("config", config.DefaultPath, "config file `path`")
 	drain := fs.Duration("drain-timeout", defaultDrainTimeout, "at shutdown, how long open sessions may take to finish (`duration`)")
+	readBuffer := fs.Int("read-buffer", milter.DefaultReadBuffer, "read buffer per MTA connection in `bytes`; 0 reads unbuffered, as plain go-milter does (for comparison)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, serveUsage)
@@ -72,7 +75,7 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	o := &serveOptions{configPath: *path, drainTimeout: *drain, setDefaultLogger: true}
+	o := &serveOptions{configPath: *path, drainTimeout: *drain, readBuffer: *readBuffer, setDefaultLogger: true}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "config" {
 			o.explicit = true
@@ -83,6 +86,9 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	}
 	if o.drainTimeout <= 0 {
 		return nil, fmt.Errorf("bad --drain-timeout %v: must be positive", o.drainTimeout)
+	}
+	if o.readBuffer < 0 || o.readBuffer > 1<<20 {
+		return nil, fmt.Errorf("bad --read-buffer %d: want 0 (unbuffered) to 1048576 bytes", o.readBuffer)
 	}
 	return o, nil
 }
@@ -143,7 +149,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	}
 	var cur atomic.Pointer[milter.Runtime]
 	cur.Store(rt)
-	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt))
+	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, o.readBuffer))
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ln) }()
 	rt.Log.Info("listening on "+cfg.Listen, "addr", ln.Addr().String())
@@ -160,7 +166,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 		case <-hup:
 			if next := reload(o, listening, cur.Load(), stderr); next != nil {
 				cur.Store(next)
-				d.SetOptions(daemonOptions(next))
+				d.SetOptions(daemonOptions(next, o.readBuffer))
 				if o.setDefaultLogger {
 					slog.SetDefault(next.Log)
 				}
@@ -265,10 +271,11 @@ func newRuntime(cfg *config.Config, logTo io.Writer) (*milter.Runtime, error) {
 	return &milter.Runtime{Config: cfg, Checker: checker, Log: log}, nil
 }
 
-func daemonOptions(rt *milter.Runtime) milter.DaemonOptions {
+func daemonOptions(rt *milter.Runtime, readBuffer int) milter.DaemonOptions {
 	return milter.DaemonOptions{
 		IdleTimeout: rt.Config.Session.IdleTimeout,
 		MaxDuration: rt.Config.Session.MaxDuration,
+		ReadBuffer:  readBuffer,
 		Log:         rt.Log,
 	}
 }
