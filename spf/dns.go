@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -41,23 +42,64 @@ type DNSOptions struct {
 	// empty means DefaultResolvConf.
 	ResolvConf string
 	// Timeout bounds one query to one server; 0 means DefaultDNSTimeout.
-	// The context of a lookup can only shorten it.
+	// The context of a lookup can only shorten it. A UDP query that gets
+	// no answer within a third of it is sent again, up to three times in
+	// all, as stub resolvers do: a lost datagram then costs a third of
+	// the timeout rather than all of it.
 	Timeout time.Duration
+	// CacheSize bounds the number of answers kept; 0 means no cache.
+	CacheSize int
+	// Observer, if set, is told of every query sent and every cache lookup.
+	Observer DNSObserver
+}
+
+// DefaultCacheSize is the cache size the daemon uses unless configured.
+const DefaultCacheSize = 10000
+
+// DNSObserver receives a DNSResolver's events, for metrics. Calls come from
+// many goroutines, and from inside lookups: they must be quick.
+type DNSObserver interface {
+	// DNSQuery reports one query sent to a server: its type ("TXT", "A",
+	// "AAAA", "MX", "PTR"), its outcome ("noerror", "nxdomain",
+	// "servfail", "refused", "other_rcode", "timeout", "network_error",
+	// "bad_answer", or "cancelled" when the lookup was abandoned before
+	// the answer came) and how long it took. A query repeated over TCP
+	// after a truncated UDP answer is reported as a query of its own;
+	// UDP retransmissions of one query are not.
+	DNSQuery(qtype, outcome string, elapsed time.Duration)
+	// DNSCache reports one lookup of the cache: hit or miss. A resolver
+	// without a cache reports none.
+	DNSCache(qtype string, hit bool)
 }
 
 // DNSResolver implements Resolver over real DNS, asking recursive servers
 // with github.com/miekg/dns. It is safe for concurrent use.
 //
-// A query goes over UDP with EDNS0 and is repeated over TCP when the answer
+// A query goes over UDP with EDNS0, is sent again when no answer comes
+// within a third of the timeout, and is repeated over TCP when the answer
 // is truncated. A server that does not answer, fails on the network, or
 // answers with an rcode other than NOERROR and NXDOMAIN is skipped for the
 // next one. CNAME chains are followed, within the answer and by asking for
 // the target again. A name that cannot be put in a query at all (an empty
 // label, a label over 63 octets, over 255 octets in all) is reported as
 // not existing without asking, as RFC 7208 §4.3 treats it.
+//
+// With a CacheSize, the servers' answers are kept for every caller: for
+// their TTL, negative answers (NXDOMAIN, NODATA) for the SOA minimum of
+// RFC 2308 §5, never more than a day, failures never. Identical queries in
+// flight at the same time go out once, cache or not.
 type DNSResolver struct {
-	servers []string
-	timeout time.Duration
+	servers  []string
+	timeout  time.Duration
+	observer DNSObserver
+
+	// now is the clock the cache's expiry times are read from; tests
+	// replace it to age entries without waiting.
+	now func() time.Time
+
+	mu      sync.Mutex
+	cache   *answerCache         // nil without a cache
+	flights map[cacheKey]*flight // queries in flight, by question
 }
 
 var _ Resolver = (*DNSResolver)(nil)
@@ -65,9 +107,20 @@ var _ Resolver = (*DNSResolver)(nil)
 // NewDNSResolver returns a resolver configured by opts. It fails when a
 // server address is malformed or no server can be found.
 func NewDNSResolver(opts DNSOptions) (*DNSResolver, error) {
-	r := &DNSResolver{timeout: opts.Timeout}
+	r := &DNSResolver{
+		timeout:  opts.Timeout,
+		observer: opts.Observer,
+		now:      time.Now,
+		flights:  make(map[cacheKey]*flight),
+	}
 	if r.timeout <= 0 {
 		r.timeout = DefaultDNSTimeout
+	}
+	if opts.CacheSize < 0 {
+		return nil, fmt.Errorf("DNS cache size %d: must not be negative", opts.CacheSize)
+	}
+	if opts.CacheSize > 0 {
+		r.cache = newAnswerCache(opts.CacheSize)
 	}
 	servers, port := opts.Servers, "53"
 	if len(servers) == 0 {
@@ -200,6 +253,25 @@ func (r *DNSResolver) LookupPTR(ctx context.Context, addr netip.Addr) ([]string,
 	return names, nil
 }
 
+// sameName is dnsname.Same, made quick for the usual case of one text up to
+// ASCII letter case: a lookup answered from the cache compares names and
+// nothing else, and dnsname.Key allocates.
+func sameName(a, b string) bool {
+	if len(a) == len(b) {
+		i := 0
+		for ; i < len(a); i++ {
+			ca, cb := a[i], b[i]
+			if ca != cb && (ca|0x20 != cb|0x20 || ca|0x20 < 'a' || ca|0x20 > 'z') {
+				break
+			}
+		}
+		if i == len(a) {
+			return true
+		}
+	}
+	return dnsname.Same(a, b)
+}
+
 // answerName turns a name from an answer into the form callers get: raw
 // octets, without the trailing dot (the root stays ".").
 func answerName(name string) string {
@@ -219,10 +291,15 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 		return nil, fail(ErrNXDomain)
 	}
 	qname := dnsname.Escape(name)
-	seen := map[string]bool{dnsname.Key(qname): true}
+	key := dnsname.Key(qname)
+	// seen holds the names of the chain, made only once a CNAME is met:
+	// most lookups meet none.
+	var seen map[string]bool
 	cnames := 0
 	for {
-		resp, err := r.query(ctx, qname, qtype)
+		// resp may be shared with other lookups and the cache: it is only
+		// read here, and the records returned are only read by callers.
+		resp, err := r.sharedQuery(ctx, qname, key, qtype)
 		if err != nil {
 			return nil, fail(err)
 		}
@@ -234,7 +311,7 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 			target := ""
 			for _, rr := range resp.Answer {
 				h := rr.Header()
-				if !dnsname.Same(h.Name, cur) {
+				if !sameName(h.Name, cur) {
 					continue
 				}
 				if h.Rrtype == qtype {
@@ -253,6 +330,9 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 			if cnames > maxCNAMEChain {
 				return nil, fail(fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain))
 			}
+			if seen == nil {
+				seen = map[string]bool{key: true}
+			}
 			if seen[dnsname.Key(target)] {
 				return nil, fail(fmt.Errorf("CNAME loop at %s", target))
 			}
@@ -267,7 +347,7 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 		}
 		// The answer stops at a CNAME whose target it does not resolve
 		// (another zone, or a server that does not chase): ask for it.
-		qname = cur
+		qname, key = cur, dnsname.Key(cur)
 	}
 }
 
@@ -299,22 +379,13 @@ func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qty
 	m.SetQuestion(qname, qtype)
 	m.SetEdns0(ednsSize, false)
 
-	resp, err := r.exchange(ctx, "udp", server, m)
+	resp, err := r.ask(ctx, "udp", server, m)
 	if err == nil && resp.Truncated {
 		m.Id = dns.Id()
-		resp, err = r.exchange(ctx, "tcp", server, m)
+		resp, err = r.ask(ctx, "tcp", server, m)
 	}
 	if err != nil {
-		text := "network error"
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			text = "no answer (timeout)"
-		}
-		return nil, &ServerError{Server: server, Err: err, text: text}
-	}
-	if len(resp.Question) != 1 || !dnsname.Same(resp.Question[0].Name, qname) ||
-		resp.Question[0].Qtype != qtype || resp.Question[0].Qclass != dns.ClassINET {
-		return nil, &ServerError{Server: server, text: "answer is for another question"}
+		return nil, err
 	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
@@ -323,6 +394,66 @@ func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qty
 		return nil, &ServerError{Server: server, text: "server answered " + dnsRcodeName(resp.Rcode)}
 	}
 }
+
+// ask makes one exchange with server, checks that the answer is for the
+// question asked, and tells the observer how it went.
+func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
+	start := time.Now()
+	resp, err := r.exchange(ctx, network, server, m)
+	var outcome string
+	switch {
+	case err != nil:
+		text := "network error"
+		var ne net.Error
+		switch {
+		case errors.Is(err, context.Canceled):
+			outcome = "cancelled"
+		case errors.As(err, &ne) && ne.Timeout():
+			outcome, text = "timeout", "no answer (timeout)"
+		case errors.Is(err, errWrongID) || errors.As(err, new(*dns.Error)):
+			outcome = "bad_answer"
+		default:
+			outcome = "network_error"
+		}
+		err = &ServerError{Server: server, Err: err, text: text}
+	case network == "udp" && resp.Truncated:
+		// TCP asks again, and its answer is the one checked.
+		outcome = rcodeOutcome(resp.Rcode)
+	case len(resp.Question) != 1 || !sameName(resp.Question[0].Name, m.Question[0].Name) ||
+		resp.Question[0].Qtype != m.Question[0].Qtype || resp.Question[0].Qclass != dns.ClassINET:
+		outcome = "bad_answer"
+		err = &ServerError{Server: server, text: "answer is for another question"}
+	default:
+		outcome = rcodeOutcome(resp.Rcode)
+	}
+	if r.observer != nil {
+		r.observer.DNSQuery(dns.TypeToString[m.Question[0].Qtype], outcome, time.Since(start))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// rcodeOutcome names an answer's rcode as DNSObserver.DNSQuery does.
+func rcodeOutcome(rcode int) string {
+	switch rcode {
+	case dns.RcodeSuccess:
+		return "noerror"
+	case dns.RcodeNameError:
+		return "nxdomain"
+	case dns.RcodeServerFailure:
+		return "servfail"
+	case dns.RcodeRefused:
+		return "refused"
+	default:
+		return "other_rcode"
+	}
+}
+
+// errWrongID is an answer over TCP that is not for our query: a stream
+// carries nothing else, so the server is confused.
+var errWrongID = errors.New("answer with wrong ID")
 
 // ServerError is a failure of one DNS server. Its message says only what
 // happened, never which server or socket: the problem text of a temperror
@@ -347,12 +478,20 @@ func dnsRcodeName(rc int) string {
 	return strconv.Itoa(rc)
 }
 
+// udpSends is how many times a UDP query is sent, a third of the timeout
+// apart, before its server is given up for this query.
+const udpSends = 3
+
 // exchange sends m to server over network and reads the answer. The
 // deadline is the earlier of the per-query timeout and ctx's deadline, and
 // cancelling ctx cuts the exchange short: miekg/dns would otherwise block in
-// a read that only a deadline interrupts.
+// a read that only a deadline interrupts. Over UDP the same query is sent
+// again, on the same socket, when a third of the timeout passes without
+// the answer: a lost datagram costs that much rather than the whole
+// timeout, and an answer to any of the sends will do.
 func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
-	deadline := time.Now().Add(r.timeout)
+	start := time.Now()
+	deadline := start.Add(r.timeout)
 	ctxDeadline, hasCtxDeadline := ctx.Deadline()
 	if hasCtxDeadline && ctxDeadline.Before(deadline) {
 		deadline = ctxDeadline
@@ -378,16 +517,49 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 		return nil, ctxErr(err)
 	}
 	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return nil, err
+
+	// Cancelling ctx puts the deadline in the past. The deadline moves at
+	// each retransmission, and must never move back once cancelled: both
+	// go under mu.
+	var mu sync.Mutex
+	cancelled := false
+	setDeadline := func(t time.Time) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if cancelled {
+			return nil
+		}
+		return c.SetDeadline(t)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cancelled = true
+		_ = c.SetDeadline(time.Unix(1, 0))
+	})
 	defer stop()
 
 	// Read buffers as large as any UDP answer: a server may ignore the
 	// advertised size, and a cut-off datagram would not unpack.
 	conn := &dns.Conn{Conn: c, UDPSize: dns.MaxMsgSize}
-	if err := conn.WriteMsg(m); err != nil {
+	sends := 0
+	var readUntil time.Time
+	send := func() error {
+		sends++
+		readUntil = deadline
+		if network == "udp" && sends < udpSends {
+			// Sends are spaced from the start, not from each other, so
+			// that a slow loop does not push the last one past the end.
+			if next := start.Add(time.Duration(sends) * r.timeout / udpSends); next.Before(deadline) {
+				readUntil = next
+			}
+		}
+		if err := setDeadline(readUntil); err != nil {
+			return err
+		}
+		return conn.WriteMsg(m)
+	}
+	if err := send(); err != nil {
 		return nil, ctxErr(err)
 	}
 	for {
@@ -397,6 +569,14 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 			return resp, nil
 		}
 		if err != nil {
+			var ne net.Error
+			if readUntil.Before(deadline) && ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+				// Nothing yet: the query or its answer may be lost.
+				if err := send(); err != nil {
+					return nil, ctxErr(err)
+				}
+				continue
+			}
 			return nil, ctxErr(err)
 		}
 		if resp.Id != m.Id || !resp.Response {
@@ -405,7 +585,7 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 				// waiting for ours until the deadline.
 				continue
 			}
-			return nil, errors.New("answer with wrong ID")
+			return nil, errWrongID
 		}
 		return resp, nil
 	}

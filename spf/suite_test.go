@@ -4,8 +4,9 @@ package spf_test
 // 2014.04, kept in the pyspf repository as test/rfc7208-tests.yml) against
 // the Checker. Every scenario's zone is served by a real DNS server on
 // 127.0.0.1, so the suite exercises the real resolver as well as the
-// evaluator; the whole suite then runs a second time through the in-memory
-// MapResolver, and both runs must agree.
+// evaluator; the whole suite then runs again over DNS through the
+// resolver's cache (with and without Checker.Sequential), and through the
+// in-memory MapResolver, and every run must agree with the first.
 
 import (
 	"bytes"
@@ -578,41 +579,146 @@ func (r *suiteRun) skip(key string) {
 	r.skipped = append(r.skipped, key)
 }
 
-// resolverFactory gives the resolver a scenario's tests use.
-type resolverFactory func(t *testing.T, z *dnstest.Zone) spf.Resolver
+// resolverFactory gives the resolver a scenario's tests use; z is built
+// from sc.Zone.
+type resolverFactory func(t *testing.T, sc suiteScenario, z *dnstest.Zone) spf.Resolver
 
-// TestRFC7208Suite runs the suite over DNS on loopback, then again through
-// the in-memory resolver, and requires both runs to be complete and to
-// agree.
+// suiteOptions says how a run of the suite checks.
+type suiteOptions struct {
+	// sequential is Checker.Sequential.
+	sequential bool
+	// twice checks every test a second time with the same checker, and
+	// requires the second check to decide as the first.
+	twice bool
+}
+
+// suiteSOA is put at the root of every zone served over DNS, so that every
+// negative answer carries a SOA, as a real server's do, and the cache
+// keeps it (RFC 2308).
+const suiteSOA = ". 300 SOA ns.example. hostmaster.example. 1 7200 3600 1209600 300"
+
+// serveSuiteZone starts a DNS server for a scenario's zone and checks, once
+// every test of the scenario is done, that the checker asked it something
+// and never asked for type SPF. It returns the server.
+func serveSuiteZone(t *testing.T, z *dnstest.Zone) *dnstest.Server {
+	t.Helper()
+	if err := z.Add(suiteSOA); err != nil {
+		t.Fatal(err)
+	}
+	srv := dnstest.StartServer(t, z)
+	// Registered after StartServer's own cleanup, so it runs first,
+	// once every parallel test of the scenario is done.
+	t.Cleanup(func() {
+		qs := srv.Queries()
+		// Every scenario has tests that need DNS: silence means the
+		// resolver asked someone else.
+		if len(qs) == 0 && !subtestsFiltered() {
+			t.Error("no query reached the test server")
+		}
+		for _, q := range qs {
+			if q.Type == dns.TypeSPF {
+				t.Errorf("the checker asked for type SPF (99) at %s over %s; RFC 7208 §3.1 forbids it", q.Name, q.Net)
+			}
+		}
+	})
+	return srv
+}
+
+// suiteResolver returns a resolver asking srv, with a cache of cacheSize
+// entries and an observer if one is given.
+func suiteResolver(t *testing.T, srv *dnstest.Server, cacheSize int, obs spf.DNSObserver) *spf.DNSResolver {
+	t.Helper()
+	r, err := spf.NewDNSResolver(spf.DNSOptions{
+		Servers:   []string{srv.Addr()},
+		Timeout:   suiteQueryTimeout,
+		CacheSize: cacheSize,
+		Observer:  obs,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// timeoutNames returns the names of a scenario's zone that leave some
+// queries unanswered, keyed as dnsname compares them.
+func timeoutNames(names []zoneName) map[string]bool {
+	out := map[string]bool{}
+	for _, zn := range names {
+		if slices.ContainsFunc(zn.Entries, func(e zoneEntry) bool { return e.Type == "TIMEOUT" }) {
+			out[strings.ToLower(presentName(zn.Name))] = true
+		}
+	}
+	return out
+}
+
+// TestRFC7208Suite runs the suite over DNS on loopback; then over DNS
+// through the resolver's cache, every test twice, with sequential and with
+// concurrent lookups; then through the in-memory resolver. Every run must
+// be complete and agree with the first.
 func TestRFC7208Suite(t *testing.T) {
 	scenarios := loadSuite(t)
 
-	overDNS := runSuite(t, "dns", scenarios, nil, func(t *testing.T, z *dnstest.Zone) spf.Resolver {
-		srv := dnstest.StartServer(t, z)
-		// Registered after StartServer's own cleanup, so it runs first,
-		// once every parallel test of the scenario is done.
-		t.Cleanup(func() {
-			qs := srv.Queries()
-			// Every scenario has tests that need DNS: silence means the
-			// resolver asked someone else.
-			if len(qs) == 0 && !subtestsFiltered() {
-				t.Error("no query reached the test server")
-			}
-			for _, q := range qs {
-				if q.Type == dns.TypeSPF {
-					t.Errorf("the checker asked for type SPF (99) at %s over %s; RFC 7208 §3.1 forbids it", q.Name, q.Net)
-				}
-			}
-		})
-		r, err := spf.NewDNSResolver(spf.DNSOptions{Servers: []string{srv.Addr()}, Timeout: suiteQueryTimeout})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
+	overDNS := runSuite(t, "dns", scenarios, nil, suiteOptions{}, func(t *testing.T, sc suiteScenario, z *dnstest.Zone) spf.Resolver {
+		return suiteResolver(t, serveSuiteZone(t, z), 0, nil)
 	})
 	checkComplete(t, "dns", overDNS)
 
-	inMemory := runSuite(t, "memory", scenarios, overDNS, func(t *testing.T, z *dnstest.Zone) spf.Resolver {
+	// A fresh resolver, and so a fresh cache, for each scenario: the
+	// scenarios publish different data at the same names.
+	//
+	// Without concurrent lookups no query is ever abandoned, so each
+	// question reaches the server once in the whole scenario, whichever
+	// tests ask it and however often: the rest comes from the cache or
+	// from the query in flight. Only unanswered queries are asked again.
+	cachedSeq := runSuite(t, "dns-cached-sequential", scenarios, overDNS, suiteOptions{sequential: true, twice: true},
+		func(t *testing.T, sc suiteScenario, z *dnstest.Zone) spf.Resolver {
+			srv := serveSuiteZone(t, z)
+			timeouts := timeoutNames(sc.Zone)
+			t.Cleanup(func() {
+				type question struct {
+					name  string
+					qtype uint16
+					net   string
+				}
+				seen := map[question]int{}
+				for _, q := range srv.Queries() {
+					if timeouts[strings.ToLower(q.Name)] {
+						continue
+					}
+					k := question{strings.ToLower(q.Name), q.Type, q.Net}
+					seen[k]++
+					if seen[k] == 2 {
+						t.Errorf("%s %s asked again over %s: the answer was not taken from the cache", q.Name, dns.TypeToString[q.Type], q.Net)
+					}
+				}
+			})
+			return suiteResolver(t, srv, 1000, nil)
+		})
+	checkComplete(t, "dns-cached-sequential", cachedSeq)
+
+	// Concurrent lookups may abandon queries they turn out not to need,
+	// and those are asked again: the cache is only required to be used.
+	cachedConc := runSuite(t, "dns-cached-concurrent", scenarios, overDNS, suiteOptions{twice: true},
+		func(t *testing.T, sc suiteScenario, z *dnstest.Zone) spf.Resolver {
+			obs := newCountingObserver()
+			t.Cleanup(func() {
+				_, cache, _ := obs.snapshot()
+				hits := 0
+				for k, n := range cache {
+					if strings.HasSuffix(k, " hit") {
+						hits += n
+					}
+				}
+				if hits == 0 && !subtestsFiltered() {
+					t.Errorf("no answer came from the cache: %v", cache)
+				}
+			})
+			return suiteResolver(t, serveSuiteZone(t, z), 1000, obs)
+		})
+	checkComplete(t, "dns-cached-concurrent", cachedConc)
+
+	inMemory := runSuite(t, "memory", scenarios, overDNS, suiteOptions{}, func(t *testing.T, sc suiteScenario, z *dnstest.Zone) spf.Resolver {
 		return dnstest.NewMapResolver(z)
 	})
 	checkComplete(t, "memory", inMemory)
@@ -654,8 +760,9 @@ func subtestsFiltered() bool {
 
 // runSuite runs every scenario as a subtest of a subtest called name and
 // returns the outcomes once all tests are done. When ref is set, every
-// outcome must also agree with ref's outcome of the same test.
-func runSuite(t *testing.T, name string, scenarios []suiteScenario, ref *suiteRun, newResolver resolverFactory) *suiteRun {
+// outcome must also agree with ref's outcome of the same test; ref is the
+// run over DNS without a cache.
+func runSuite(t *testing.T, name string, scenarios []suiteScenario, ref *suiteRun, opts suiteOptions, newResolver resolverFactory) *suiteRun {
 	run := &suiteRun{outcomes: map[string]*spf.Outcome{}}
 	t.Run(name, func(t *testing.T) {
 		for _, sc := range scenarios {
@@ -665,9 +772,10 @@ func runSuite(t *testing.T, name string, scenarios []suiteScenario, ref *suiteRu
 					t.Fatal(err)
 				}
 				c := &spf.Checker{
-					Resolver: newResolver(t, z),
-					Receiver: suiteReceiver,
-					Timeout:  suiteCheckTimeout,
+					Resolver:   newResolver(t, sc, z),
+					Receiver:   suiteReceiver,
+					Timeout:    suiteCheckTimeout,
+					Sequential: opts.sequential,
 				}
 				for _, tc := range sc.Tests {
 					key := sc.Description + "/" + tc.Name
@@ -685,8 +793,12 @@ func runSuite(t *testing.T, name string, scenarios []suiteScenario, ref *suiteRu
 							want, ok := ref.outcomes[key]
 							ref.mu.Unlock()
 							if ok {
-								compareOutcomes(t, tc, want, o)
+								compareOutcomes(t, tc, "dns", want, name, o)
 							}
+						}
+						if opts.twice {
+							again := runCase(t, c, tc)
+							compareOutcomes(t, tc, "first check", o, "second check", again)
 						}
 					})
 				}
@@ -747,10 +859,11 @@ func defaultExplanation(tc suiteCase, ip netip.Addr) (string, error) {
 	return s, nil
 }
 
-// compareOutcomes requires the in-memory run to decide exactly as the DNS
-// run did. Problem texts and trace details may name resolver-specific
-// errors, so only the decision and the path to it are compared.
-func compareOutcomes(t *testing.T, tc suiteCase, dnsOut, memOut *spf.Outcome) {
+// compareOutcomes requires got (from the run or check called gotName) to
+// decide exactly as want (from refName) did. Problem texts and trace
+// details may name resolver-specific errors, so only the decision and the
+// path to it are compared.
+func compareOutcomes(t *testing.T, tc suiteCase, refName string, want *spf.Outcome, gotName string, got *spf.Outcome) {
 	t.Helper()
 	type decision struct {
 		Result                                  spf.Result
@@ -775,12 +888,13 @@ func compareOutcomes(t *testing.T, tc suiteCase, dnsOut, memOut *spf.Outcome) {
 		}
 		return out
 	}
-	if d, m := dec(dnsOut), dec(memOut); d != m {
-		t.Errorf("in-memory run decided differently from the DNS run:\n dns:    %+v\n memory: %+v\n%s\nDNS run trace:\n%s", d, m, describe(tc, memOut), traceText(dnsOut))
+	if w, g := dec(want), dec(got); w != g {
+		t.Errorf("%s decided differently from %s:\n %s: %+v\n %s: %+v\n%s\n%s trace:\n%s",
+			gotName, refName, refName, w, gotName, g, describe(tc, got), refName, traceText(want))
 		return
 	}
-	if !slices.Equal(steps(dnsOut), steps(memOut)) {
-		t.Errorf("in-memory run took a different path from the DNS run\n%s\nDNS run trace:\n%s", describe(tc, memOut), traceText(dnsOut))
+	if !slices.Equal(steps(want), steps(got)) {
+		t.Errorf("%s took a different path from %s\n%s\n%s trace:\n%s", gotName, refName, describe(tc, got), refName, traceText(want))
 	}
 }
 

@@ -156,9 +156,12 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	resp.SetRcode(req, out.rcode)
 	resp.Authoritative = true
 	resp.Answer = out.answer
+	if out.soa != nil {
+		resp.Ns = []dns.RR{out.soa}
+	}
 
 	if network == "udp" && truncate {
-		resp.Answer = nil
+		resp.Answer, resp.Ns = nil, nil
 		resp.Truncated = true
 	}
 	opt := req.IsEdns0()

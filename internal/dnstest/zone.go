@@ -27,6 +27,13 @@ const maxServerCNAMEHops = 8
 // optional; "\\" is a backslash, "\DDD" an octet), and are matched without
 // regard to ASCII letter case. A Zone is safe for concurrent use: a test
 // may change it while a Server answers from it.
+//
+// SOA records added to a zone are served like any other, and the Server
+// also puts the SOA of the closest enclosing name that has one in the
+// authority section of negative answers (NXDOMAIN and NODATA), as an
+// authoritative server does: that is what resolvers cache negative answers
+// by (RFC 2308). A zone without SOA records gives negative answers without
+// one.
 type Zone struct {
 	mu      sync.RWMutex
 	rrs     map[string][]dns.RR // by dnsname.Key of the owner
@@ -161,6 +168,10 @@ type outcome struct {
 	// loop is set when chasing ended because a CNAME led back to a name
 	// already on the chain.
 	loop bool
+	// soa is set on a negative answer (NXDOMAIN, or NODATA at the end of
+	// the chain) when a name at or above the last name of the chain has a
+	// SOA record; it belongs in the authority section.
+	soa dns.RR
 }
 
 // resolve answers qname/qtype from the zone as an authoritative server
@@ -227,6 +238,23 @@ func (z *Zone) resolve(qname string, qtype uint16, maxHops int) outcome {
 			// RFC 6604: the rcode speaks for the last name of the chain.
 			out.rcode = dns.RcodeNameError
 		}
+		out.soa = z.enclosingSOA(cur)
 		return out
 	}
+}
+
+// enclosingSOA returns a copy of the SOA record of the closest name at or
+// above name that has one, or nil. The caller holds z.mu.
+func (z *Zone) enclosingSOA(name string) dns.RR {
+	name = dns.Fqdn(name)
+	// dns.Split gives the offsets of the labels, the whole name first;
+	// the last offset is that of the root.
+	for _, off := range append(dns.Split(name), len(name)-1) {
+		for _, rr := range z.rrs[dnsname.Key(name[off:])] {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				return dns.Copy(rr)
+			}
+		}
+	}
+	return nil
 }

@@ -1,0 +1,227 @@
+package spf
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// maxCacheTTL caps how long an answer is kept, whatever its TTL says: a
+// record published with a TTL of weeks would otherwise outlive any change
+// its owner makes, and RFC 2308 §5 suggests about a day for negative
+// answers too.
+const maxCacheTTL = 24 * time.Hour
+
+// cacheKey identifies a question: the query name as dnsname.Key gives it
+// (wire form, ASCII lowercased) and the query type.
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+// cacheEntry is one answer kept by the cache.
+type cacheEntry struct {
+	key     cacheKey
+	msg     *dns.Msg
+	expires time.Time
+}
+
+// answerCache keeps whole server answers (NOERROR and NXDOMAIN messages)
+// by question, so that the CNAME chase in lookup works the same on a kept
+// answer as on a fresh one. It holds at most size entries and evicts the
+// least recently used. Its methods are called with DNSResolver.mu held.
+type answerCache struct {
+	size    int
+	lru     *list.List // of *cacheEntry, most recently used first
+	entries map[cacheKey]*list.Element
+}
+
+func newAnswerCache(size int) *answerCache {
+	return &answerCache{size: size, lru: list.New(), entries: make(map[cacheKey]*list.Element)}
+}
+
+// get returns the answer kept for k if it has not expired at now. An
+// expired entry is dropped: it can never be served again.
+func (c *answerCache) get(k cacheKey, now time.Time) (*dns.Msg, bool) {
+	el, ok := c.entries[k]
+	if !ok {
+		return nil, false
+	}
+	e := el.Value.(*cacheEntry)
+	if !now.Before(e.expires) {
+		c.lru.Remove(el)
+		delete(c.entries, k)
+		return nil, false
+	}
+	c.lru.MoveToFront(el)
+	return e.msg, true
+}
+
+// put keeps msg for k until expires, evicting the least recently used
+// entries beyond the size.
+func (c *answerCache) put(k cacheKey, msg *dns.Msg, expires time.Time) {
+	if el, ok := c.entries[k]; ok {
+		e := el.Value.(*cacheEntry)
+		e.msg, e.expires = msg, expires
+		c.lru.MoveToFront(el)
+		return
+	}
+	c.entries[k] = c.lru.PushFront(&cacheEntry{key: k, msg: msg, expires: expires})
+	for c.lru.Len() > c.size {
+		el := c.lru.Back()
+		c.lru.Remove(el)
+		delete(c.entries, el.Value.(*cacheEntry).key)
+	}
+}
+
+// cacheTTL returns how long msg may be kept; 0 means not at all.
+//
+// A NOERROR answer with records is kept for the smallest TTL of its answer
+// records. That holds for one that ends in CNAMEs too: lookup then asks
+// for the last target, and that answer is kept by its own TTL. A negative
+// answer, NXDOMAIN (possibly after CNAMEs) or NOERROR with no records
+// (NODATA), is kept for the smallest of the TTL and the MINIMUM field of
+// the SOA in its authority section (RFC 2308 §5), and not at all without
+// a SOA. Failures never reach here: query only returns NOERROR and
+// NXDOMAIN answers.
+func cacheTTL(msg *dns.Msg) time.Duration {
+	ttl := uint32(maxCacheTTL / time.Second)
+	for _, rr := range msg.Answer {
+		ttl = min(ttl, rr.Header().Ttl)
+	}
+	if msg.Rcode != dns.RcodeSuccess || len(msg.Answer) == 0 {
+		var soa *dns.SOA
+		for _, rr := range msg.Ns {
+			if s, ok := rr.(*dns.SOA); ok {
+				soa = s
+				break
+			}
+		}
+		if soa == nil {
+			return 0
+		}
+		ttl = min(ttl, soa.Hdr.Ttl, soa.Minttl)
+	}
+	return time.Duration(ttl) * time.Second
+}
+
+// cacheable returns the part of msg the cache keeps: what lookup reads
+// (rcode, answer records), without the authority and additional sections
+// that would only take memory.
+func cacheable(msg *dns.Msg) *dns.Msg {
+	return &dns.Msg{MsgHdr: msg.MsgHdr, Question: msg.Question, Answer: msg.Answer}
+}
+
+// flight is a query in flight, which callers asking the same question at
+// the same time wait for instead of sending their own.
+type flight struct {
+	done chan struct{} // closed when msg and err are set
+	msg  *dns.Msg
+	err  error
+	// leaderCtxDone is set when the query failed while the context of
+	// the caller that ran it was done: the failure may be that caller's
+	// alone, and a waiter whose context is alive must ask again.
+	leaderCtxDone bool
+	waiters       int // callers waiting, for tests
+}
+
+// sharedQuery is query behind the cache and the sharing of queries in
+// flight. key is dnsname.Key(qname).
+//
+// No goroutine is started: the first caller runs the query itself, and
+// callers that come while it runs wait for its result or for their own
+// context, whichever ends first. A result that only says the first
+// caller's context ended is not taken: the waiter asks again, running the
+// query itself unless another waiter already does.
+func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype uint16) (*dns.Msg, error) {
+	k := cacheKey{key, qtype}
+	for {
+		r.mu.Lock()
+		if r.cache != nil {
+			msg, hit := r.cache.get(k, r.now())
+			if hit {
+				r.mu.Unlock()
+				r.observeCache(qtype, true)
+				return msg, nil
+			}
+		}
+		if f := r.flights[k]; f != nil {
+			f.waiters++
+			r.mu.Unlock()
+			r.observeCache(qtype, false)
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if f.leaderCtxDone && ctx.Err() == nil {
+				continue
+			}
+			return f.msg, f.err
+		}
+		f := &flight{done: make(chan struct{})}
+		r.flights[k] = f
+		r.mu.Unlock()
+		r.observeCache(qtype, false)
+		return r.lead(ctx, f, k, qname, qtype)
+	}
+}
+
+// lead runs the query of flight f and hands its result to the cache and
+// to the callers waiting. The flight ends even if query panics, so that
+// no waiter is left behind.
+func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname string, qtype uint16) (msg *dns.Msg, err error) {
+	defer func() {
+		f.msg, f.err = msg, err
+		if msg == nil && err == nil {
+			f.err = errQueryAborted // query panicked; the panic goes on
+		}
+		f.leaderCtxDone = f.err != nil && contextDone(ctx)
+		r.mu.Lock()
+		if f.err == nil && r.cache != nil {
+			if ttl := cacheTTL(msg); ttl > 0 {
+				r.cache.put(k, cacheable(msg), r.now().Add(ttl))
+			}
+		}
+		// The answer is in the cache before the flight ends: a caller
+		// coming now finds one or the other, and never asks again.
+		delete(r.flights, k)
+		r.mu.Unlock()
+		close(f.done)
+	}()
+	return r.query(ctx, qname, qtype)
+}
+
+// errQueryAborted is what callers waiting for a query get when the query
+// ended without a result.
+var errQueryAborted = errors.New("query aborted")
+
+// contextDone reports whether ctx is done or its deadline has passed; the
+// latter may be seen before ctx's own timer has run.
+func contextDone(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
+func (r *DNSResolver) observeCache(qtype uint16, hit bool) {
+	if r.observer != nil && r.cache != nil {
+		r.observer.DNSCache(dns.TypeToString[qtype], hit)
+	}
+}
+
+// CacheLen returns the number of answers the cache holds now, expired ones
+// included until they are looked up or evicted; 0 without a cache.
+func (r *DNSResolver) CacheLen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache == nil {
+		return 0
+	}
+	return r.cache.lru.Len()
+}
