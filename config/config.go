@@ -65,6 +65,8 @@ type Config struct {
 	NeverRefuse []string
 	// Session bounds one MTA connection.
 	Session Session
+	// Metrics configures the HTTP listener for metrics and health checks.
+	Metrics Metrics
 }
 
 // DNS configures the resolver.
@@ -74,6 +76,9 @@ type DNS struct {
 	// Timeout bounds one query; CheckTimeout one whole check.
 	Timeout      time.Duration
 	CheckTimeout time.Duration
+	// CacheSize bounds the answers the resolver keeps, shared by every
+	// session; 0 turns the cache off.
+	CacheSize int
 }
 
 // Policy maps each identity's SPF result to an action.
@@ -104,4 +109,12 @@ type Session struct {
 	IdleTimeout time.Duration
 	// MaxDuration closes a connection open for longer than this.
 	MaxDuration time.Duration
+}
+
+// Metrics configures the optional HTTP listener that serves Prometheus
+// metrics and the health check.
+type Metrics struct {
+	// Listen is "host:port" with an IP address or localhost for host;
+	// empty means no listener.
+	Listen string
 }

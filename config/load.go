@@ -133,6 +133,7 @@ func Default() *Config {
 		DNS: DNS{
 			Timeout:      spf.DefaultDNSTimeout,
 			CheckTimeout: spf.DefaultCheckTimeout,
+			CacheSize:    spf.DefaultCacheSize,
 		},
 		Policy: Policy{
 			MailFrom: map[spf.Result]Action{
@@ -497,20 +498,28 @@ func editDistance(a, b string) int {
 
 // The forms a value may take, shown after "allowed:".
 const (
-	allowedListen    = "inet:HOST:PORT, inet6:[HOST]:PORT, unix:/PATH, inet:PORT@HOST"
-	allowedMode      = `an octal mode in quotes, "0000" to "0777"`
-	allowedHost      = "a host name such as mx.example.net"
-	allowedServer    = "an IP address with an optional port, such as 192.0.2.53, 192.0.2.53:53 or [2001:db8::53]:53"
-	allowedDuration  = "a Go duration such as 5s or 1m30s"
-	allowedBool      = "true, false"
-	allowedNetwork   = "an IP network such as 192.0.2.0/24 or 2001:db8::/32, or one IP address"
-	allowedActions   = "accept, reject, tempfail, quarantine"
-	allowedFormats   = "text, json"
-	allowedLevels    = "debug, info, warn, error"
-	allowedMacro     = "text with SPF macros such as %{s}, %{i}, %{d}, %{r}, and %% for a %"
-	allowedDomain    = "a domain name such as example.com"
-	allowedRecipient = "a local part such as postmaster, or an address such as abuse@example.net"
+	allowedListen     = "inet:HOST:PORT, inet6:[HOST]:PORT, unix:/PATH, inet:PORT@HOST"
+	allowedMode       = `an octal mode in quotes, "0000" to "0777"`
+	allowedHost       = "a host name such as mx.example.net"
+	allowedServer     = "an IP address with an optional port, such as 192.0.2.53, 192.0.2.53:53 or [2001:db8::53]:53"
+	allowedDuration   = "a Go duration such as 5s or 1m30s"
+	allowedBool       = "true, false"
+	allowedNetwork    = "an IP network such as 192.0.2.0/24 or 2001:db8::/32, or one IP address"
+	allowedActions    = "accept, reject, tempfail, quarantine"
+	allowedFormats    = "text, json"
+	allowedLevels     = "debug, info, warn, error"
+	allowedMacro      = "text with SPF macros such as %{s}, %{i}, %{d}, %{r}, and %% for a %"
+	allowedDomain     = "a domain name such as example.com"
+	allowedRecipient  = "a local part such as postmaster, or an address such as abuse@example.net"
+	allowedHTTPListen = `HOST:PORT with an IP address or localhost for HOST, such as 127.0.0.1:9095 or [::1]:9095; "" for no listener`
 )
+
+// allowedCacheSize is the form of dns.cache_size.
+var allowedCacheSize = fmt.Sprintf("a whole number of entries from 0 (no cache) to %d", maxCacheSize)
+
+// maxCacheSize refuses a cache_size that could only be a typo: ten
+// million answers would take gigabytes.
+const maxCacheSize = 10_000_000
 
 // allowedResults lists the SPF results, the keys of a policy or replies.
 var allowedResults = func() string {
@@ -565,6 +574,7 @@ func (l *loader) topFields() []field {
 				}},
 				{"timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.DNS.Timeout) }},
 				{"check_timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.DNS.CheckTimeout) }},
+				{"cache_size", func(key string, v *yaml.Node) { l.count(key, v, maxCacheSize, allowedCacheSize, &c.DNS.CacheSize) }},
 			})
 		}},
 		{"policy", func(key string, v *yaml.Node) {
@@ -614,6 +624,20 @@ func (l *loader) topFields() []field {
 			l.mapping(v, key, []field{
 				{"idle_timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.Session.IdleTimeout) }},
 				{"max_duration", func(key string, v *yaml.Node) { l.duration(key, v, &c.Session.MaxDuration) }},
+			})
+		}},
+		{"metrics", func(key string, v *yaml.Node) {
+			l.mapping(v, key, []field{
+				{"listen", func(key string, v *yaml.Node) {
+					if s, ok := l.scalar(key, v, allowedHTTPListen); ok {
+						addr, reason := parseHTTPListen(s)
+						if reason != "" {
+							l.valueProblem(v, key, reason, allowedHTTPListen)
+							return
+						}
+						c.Metrics.Listen = addr
+					}
+				}},
 			})
 		}},
 	}
@@ -698,6 +722,30 @@ func (l *loader) duration(key string, v *yaml.Node, dst *time.Duration) {
 		l.valueProblem(v, key, "must be more than zero", allowedDuration)
 	default:
 		*dst = d
+	}
+}
+
+// count reads a whole number from 0 to max. Only plain decimal digits are
+// taken: YAML would also read 0x10 or 1e4 as numbers, which nobody means
+// for a count of entries.
+func (l *loader) count(key string, v *yaml.Node, max int, allowed string, dst *int) {
+	s, ok := l.scalar(key, v, allowed)
+	if !ok {
+		return
+	}
+	digits := strings.TrimPrefix(s, "-")
+	if !isDigits(digits) {
+		l.valueProblem(v, key, "not a whole number", allowed)
+		return
+	}
+	n, err := strconv.Atoi(digits)
+	switch {
+	case digits != s && (err != nil || n != 0):
+		l.valueProblem(v, key, "must not be negative", allowed)
+	case err != nil || n > max:
+		l.valueProblem(v, key, fmt.Sprintf("more than %d", max), allowed)
+	default:
+		*dst = n
 	}
 }
 

@@ -17,13 +17,15 @@ import (
 
 // Allowed lists as they appear in error lines, to keep the table readable.
 const (
-	topKeys    = "listen, socket_mode, authserv_id, receiver, dns, policy, trusted_networks, skip_authenticated, dry_run, headers, log, explanation, replies, skip_senders, skip_clients, never_refuse, session"
+	topKeys    = "listen, socket_mode, authserv_id, receiver, dns, policy, trusted_networks, skip_authenticated, dry_run, headers, log, explanation, replies, skip_senders, skip_clients, never_refuse, session, metrics"
 	resultKeys = "none, neutral, pass, fail, softfail, temperror, permerror"
 	listenForm = "inet:HOST:PORT, inet6:[HOST]:PORT, unix:/PATH, inet:PORT@HOST"
 	durForm    = "a Go duration such as 5s or 1m30s"
 	netForm    = "an IP network such as 192.0.2.0/24 or 2001:db8::/32, or one IP address"
 	macroForm  = "text with SPF macros such as %{s}, %{i}, %{d}, %{r}, and %% for a %"
 	modeForm   = `an octal mode in quotes, "0000" to "0777"`
+	sizeForm   = "a whole number of entries from 0 (no cache) to 10000000"
+	httpForm   = `HOST:PORT with an IP address or localhost for HOST, such as 127.0.0.1:9095 or [::1]:9095; "" for no listener`
 )
 
 func TestParseErrors(t *testing.T) {
@@ -46,7 +48,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown nested key",
 			file: "dns:\n  timeout: 5s\n  retries: 3\n",
-			want: "t.yaml:3: dns.retries: unknown key (allowed: servers, timeout, check_timeout)",
+			want: "t.yaml:3: dns.retries: unknown key (allowed: servers, timeout, check_timeout, cache_size)",
 		},
 		{
 			name: "list where a mapping is needed",
@@ -233,6 +235,76 @@ func TestParseErrors(t *testing.T) {
 				`t.yaml:6: log.format: bad value "xml": unknown value (allowed: text, json)`,
 		},
 		{
+			name: "negative cache size",
+			file: "dns:\n  cache_size: -1\n",
+			want: `t.yaml:2: dns.cache_size: bad value "-1": must not be negative (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "absurd cache size",
+			file: "dns: {cache_size: 10000001}\n",
+			want: `t.yaml:1: dns.cache_size: bad value "10000001": more than 10000000 (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "cache size beyond any int",
+			file: "dns: {cache_size: 99999999999999999999999}\n",
+			want: `t.yaml:1: dns.cache_size: bad value "99999999999999999999999": more than 10000000 (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "cache size with a unit",
+			file: "dns: {cache_size: 10k}\n",
+			want: `t.yaml:1: dns.cache_size: bad value "10k": not a whole number (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "cache size in hex",
+			file: "dns: {cache_size: 0x100}\n",
+			want: `t.yaml:1: dns.cache_size: bad value "0x100": not a whole number (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "cache size as a float",
+			file: "dns: {cache_size: 1e4}\n",
+			want: `t.yaml:1: dns.cache_size: bad value "1e4": not a whole number (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "empty cache size",
+			file: "dns:\n  cache_size:\n",
+			want: `t.yaml:2: dns.cache_size: bad value "": empty; leave the key out to keep its default (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "cache size as a list",
+			file: "dns: {cache_size: [100]}\n",
+			want: `t.yaml:1: dns.cache_size: bad value "[100]": a list, where a single value is needed (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "metrics listen on a host name",
+			file: "metrics:\n  listen: metrics.example.net:9095\n",
+			want: `t.yaml:2: metrics.listen: bad value "metrics.example.net:9095": host "metrics.example.net" is not an IP address or localhost (allowed: ` + httpForm + ")",
+		},
+		{
+			name: "metrics listen without port",
+			file: "metrics: {listen: 127.0.0.1}\n",
+			want: `t.yaml:1: metrics.listen: bad value "127.0.0.1": no port (allowed: ` + httpForm + ")",
+		},
+		{
+			name: "metrics listen with the milter's syntax",
+			file: "metrics: {listen: \"inet:127.0.0.1:9095\"}\n",
+			want: `t.yaml:1: metrics.listen: bad value "inet:127.0.0.1:9095": not HOST:PORT; write the address alone, without a scheme, socket type or path (allowed: ` + httpForm + ")",
+		},
+		{
+			name: "metrics listen as a mapping",
+			file: "metrics:\n  listen: {host: 127.0.0.1}\n",
+			want: `t.yaml:2: metrics.listen: bad value "{host: 127.0.0.1}": a mapping, where a single value is needed (allowed: ` + httpForm + ")",
+		},
+		{
+			name: "unknown metrics key",
+			file: "metrics: {path: /metrics}\n",
+			want: "t.yaml:1: metrics.path: unknown key (allowed: listen)",
+		},
+		{
+			name: "metrics as a single value",
+			file: "metrics: 127.0.0.1:9095\n",
+			want: `t.yaml:1: metrics: bad value "127.0.0.1:9095": a single value, where a mapping of keys is needed (allowed: listen)`,
+		},
+		{
 			name: "YAML syntax error",
 			file: "listen: inet:127.0.0.1:8895\nlog:\n  format: text\n level: info\n",
 			want: "t.yaml:4: YAML syntax error: did not find expected key",
@@ -327,6 +399,7 @@ dns:
   servers: ["192.0.2.53", "[2001:db8::53]:5353", 2001:db8::54]
   timeout: 2s
   check_timeout: 1m30s
+  cache_size: 500
 policy:
   mailfrom: {none: accept, neutral: accept, pass: accept, fail: quarantine, softfail: tempfail, temperror: accept, permerror: reject}
   helo:
@@ -350,6 +423,8 @@ skip_senders: [Lists.Example.ORG., example.com]
 skip_clients: [198.51.100.0/24]
 never_refuse: [postmaster, abuse, "abuse@example.net"]
 session: {idle_timeout: 30s, max_duration: 2h}
+metrics:
+  listen: "[::1]:09095"
 `
 
 // fullConfig is what full must give.
@@ -363,6 +438,7 @@ func fullConfig() *Config {
 			Servers:      []string{"192.0.2.53:53", "[2001:db8::53]:5353", "[2001:db8::54]:53"},
 			Timeout:      2 * time.Second,
 			CheckTimeout: 90 * time.Second,
+			CacheSize:    500,
 		},
 		Policy: Policy{
 			MailFrom: map[spf.Result]Action{
@@ -391,6 +467,7 @@ func fullConfig() *Config {
 		SkipClients: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
 		NeverRefuse: []string{"postmaster", "abuse", "abuse@example.net"},
 		Session:     Session{IdleTimeout: 30 * time.Second, MaxDuration: 2 * time.Hour},
+		Metrics:     Metrics{Listen: "[::1]:9095"},
 	}
 }
 
@@ -449,6 +526,31 @@ func TestParseValid(t *testing.T) {
 			}),
 		},
 		{
+			name: "cache off",
+			file: "dns: {cache_size: 0}\n",
+			want: withDefaults(func(c *Config) { c.DNS.CacheSize = 0 }),
+		},
+		{
+			name: "largest cache, quoted",
+			file: "dns:\n  cache_size: \"10000000\"\n",
+			want: withDefaults(func(c *Config) { c.DNS.CacheSize = 10_000_000 }),
+		},
+		{
+			name: "metrics on every address",
+			file: "metrics:\n  listen: 0.0.0.0:9095\n",
+			want: withDefaults(func(c *Config) { c.Metrics.Listen = "0.0.0.0:9095" }),
+		},
+		{
+			name: "metrics listener off",
+			file: "metrics: {listen: \"\"}\n",
+			want: Default(),
+		},
+		{
+			name: "metrics section empty",
+			file: "metrics:\n",
+			want: Default(),
+		},
+		{
 			name: "unix socket",
 			file: "listen: unix:/run/spf-milter/spf-milter.sock\nsocket_mode: \"0666\"\n",
 			want: withDefaults(func(c *Config) {
@@ -481,7 +583,7 @@ func TestDefault(t *testing.T) {
 		c.Headers != (Headers{true, true, true}) || c.Log != (Log{"text", "info"}) ||
 		c.Policy.MailFrom[spf.Fail] != Reject || c.Policy.MailFrom[spf.TempError] != Tempfail ||
 		c.Policy.HELO[spf.TempError] != Accept || len(c.DNS.Servers) != 0 ||
-		c.Explanation != spf.DefaultExplanation {
+		c.Explanation != spf.DefaultExplanation || c.DNS.CacheSize != 10000 || c.Metrics.Listen != "" {
 		t.Errorf("Default() =\n%s", c.YAML())
 	}
 	for _, id := range []map[spf.Result]Action{c.Policy.MailFrom, c.Policy.HELO} {
@@ -526,6 +628,8 @@ func TestYAMLRoundTrip(t *testing.T) {
 		"  mailfrom: {none: accept, neutral: accept, pass: accept, fail: reject, softfail: accept, temperror: tempfail, permerror: accept}\n",
 		"session: {idle_timeout: 10m, max_duration: 1h}\n",
 		"  check_timeout: 20s\n",
+		"  cache_size: 10000\n",
+		"metrics: {listen: \"\"}\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("YAML() lacks %q:\n%s", want, out)
@@ -591,6 +695,47 @@ func TestParseListen(t *testing.T) {
 	}
 }
 
+func TestParseHTTPListen(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, addr string
+		reason   string // for a bad one
+	}{
+		{"", "", ""},
+		{"127.0.0.1:9095", "127.0.0.1:9095", ""},
+		{"0.0.0.0:9095", "0.0.0.0:9095", ""},
+		{"localhost:9095", "localhost:9095", ""},
+		{"[::1]:9095", "[::1]:9095", ""},
+		{"[::]:80", "[::]:80", ""},
+		{"[2001:DB8::1]:9095", "[2001:db8::1]:9095", ""},
+		{"[::ffff:127.0.0.1]:9095", "[::ffff:127.0.0.1]:9095", ""},
+		{"127.0.0.1:0", "127.0.0.1:0", ""},
+		{"127.0.0.1:009095", "127.0.0.1:9095", ""},
+
+		{"9095", "", "no host; write 127.0.0.1:9095 for this host only, or 0.0.0.0:9095 for every address"},
+		{":9095", "", "no host; write 127.0.0.1 for this host only, or 0.0.0.0 for every address"},
+		{"127.0.0.1", "", "no port"},
+		{"localhost", "", "no port"},
+		{"::1:9095", "", "an IPv6 address needs brackets, as in [::1]:9095"},
+		{"127.0.0.1:", "", `port "" is not a number`},
+		{"127.0.0.1:http", "", `port "http" is not a number`},
+		{"127.0.0.1:-1", "", `port "-1" is not a number`},
+		{"127.0.0.1:65536", "", "port 65536 is out of range (at most 65535)"},
+		{"mx.example.net:9095", "", `host "mx.example.net" is not an IP address or localhost`},
+		{"LOCALHOST:9095", "", `host "LOCALHOST" is not an IP address or localhost`},
+		{"[fe80::1%eth0]:9095", "", "an IPv6 zone is not supported"},
+		{"http://127.0.0.1:9095/metrics", "", "not HOST:PORT; write the address alone, without a scheme, socket type or path"},
+		{"inet:127.0.0.1:9095", "", "not HOST:PORT; write the address alone, without a scheme, socket type or path"},
+		{"127.0.0.1:9095:1", "", "not HOST:PORT"},
+	}
+	for _, tt := range tests {
+		addr, reason := parseHTTPListen(tt.in)
+		if addr != tt.addr || reason != tt.reason {
+			t.Errorf("parseHTTPListen(%q) = %q, %q; want %q, %q", tt.in, addr, reason, tt.addr, tt.reason)
+		}
+	}
+}
+
 // TestExampleFile keeps examples/config.yaml honest: it loads, and since
 // it says that each value it sets is the default, it gives Default().
 func TestExampleFile(t *testing.T) {
@@ -648,7 +793,8 @@ func TestExampleCommentedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatalf("uncommented example: %v\n%s", err, text)
 	}
-	if len(got.Replies) == 0 || len(got.NeverRefuse) == 0 || len(got.DNS.Servers) == 0 || got.AuthservID != "mx.example.net" {
+	if len(got.Replies) == 0 || len(got.NeverRefuse) == 0 || len(got.DNS.Servers) == 0 || got.AuthservID != "mx.example.net" ||
+		got.Metrics.Listen == "" {
 		t.Errorf("uncommented example did not set the optional keys:\n%s", got.YAML())
 	}
 }

@@ -257,3 +257,57 @@ func checkRecipient(s string) string {
 	}
 	return ""
 }
+
+// parseHTTPListen reads metrics.listen: "" for no listener, or HOST:PORT
+// with an IP address or localhost for HOST, returned with the address in
+// its canonical form and the port without leading zeros. Other host names
+// are refused because the listener would bind to whatever address DNS
+// gives at start, which is rarely what an admin exposing metrics means.
+// Port 0 asks the system for a free port (for tests).
+func parseHTTPListen(s string) (string, string) {
+	if s == "" {
+		return "", ""
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		i := strings.LastIndexByte(s, ':')
+		switch {
+		case isDigits(s):
+			return "", fmt.Sprintf("no host; write 127.0.0.1:%s for this host only, or 0.0.0.0:%s for every address", s, s)
+		case i > 0 && isIPv6(s[:i]):
+			return "", "an IPv6 address needs brackets, as in [::1]:9095"
+		case strings.Contains(s, "/") || strings.HasPrefix(s, "inet"):
+			return "", "not HOST:PORT; write the address alone, without a scheme, socket type or path"
+		case i < 0:
+			return "", "no port"
+		}
+		return "", "not HOST:PORT"
+	}
+	if !isDigits(port) {
+		return "", fmt.Sprintf("port %q is not a number", port)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", fmt.Sprintf("port %s is out of range (at most 65535)", port)
+	}
+	port = strconv.FormatUint(n, 10)
+	switch {
+	case host == "":
+		return "", "no host; write 127.0.0.1 for this host only, or 0.0.0.0 for every address"
+	case host == "localhost":
+		return net.JoinHostPort(host, port), ""
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", fmt.Sprintf("host %q is not an IP address or localhost", host)
+	}
+	if ip.Zone() != "" {
+		return "", "an IPv6 zone is not supported"
+	}
+	return net.JoinHostPort(ip.String(), port), ""
+}
+
+func isIPv6(s string) bool {
+	ip, err := netip.ParseAddr(s)
+	return err == nil && ip.Is6()
+}

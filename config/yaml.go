@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ func (c *Config) YAML() []byte {
 			"servers", seqNode(dnsServers...),
 			"timeout", duration(c.DNS.Timeout),
 			"check_timeout", duration(c.DNS.CheckTimeout),
+			"cache_size", integer(c.DNS.CacheSize),
 		),
 		"policy", mapNode(false,
 			"mailfrom", policyNode(c.Policy.MailFrom),
@@ -62,6 +64,9 @@ func (c *Config) YAML() []byte {
 			"idle_timeout", duration(c.Session.IdleTimeout),
 			"max_duration", duration(c.Session.MaxDuration),
 		),
+		"metrics", mapNode(true,
+			"listen", str(c.Metrics.Listen),
+		),
 	)
 	var b strings.Builder
 	enc := yaml.NewEncoder(&b)
@@ -85,6 +90,10 @@ func str(s string) *yaml.Node {
 
 func boolean(b bool) *yaml.Node {
 	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: fmt.Sprint(b)}
+}
+
+func integer(n int) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(n)}
 }
 
 // duration writes d the way a person would: 5m rather than 5m0s.

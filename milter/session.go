@@ -35,6 +35,10 @@ type Runtime struct {
 	Checker *spf.Checker
 	// Log receives the decisions; nil means slog.Default().
 	Log *slog.Logger
+	// Metrics counts checks, actions and sessions; nil counts nothing.
+	// Every Runtime of a process shares one, so that counters survive
+	// reloads.
+	Metrics *Metrics
 }
 
 // NewServer returns a milter server whose sessions take their Runtime from
@@ -116,6 +120,15 @@ func (s *session) runtime() *Runtime {
 	return s.rt
 }
 
+// metrics returns the session's Metrics, nil when it has none (or no
+// Runtime yet, as when taking one failed).
+func (s *session) metrics() *Metrics {
+	if s.rt == nil {
+		return nil
+	}
+	return s.rt.Metrics
+}
+
 func (s *session) logger() *slog.Logger {
 	if s.rt != nil && s.rt.Log != nil {
 		return s.rt.Log
@@ -148,6 +161,7 @@ func (s *session) fail(stage string, cause any, stack []byte) gomilter.Response 
 	if stage == "connect" || stage == "helo" {
 		s.conn.failed = true
 	}
+	s.metrics().Failed(stage)
 	logFailure(s.logger(), stage, cause, s.msg.queueID, s.conn.ip, s.msg.sender, stack)
 	return tempfailResponse()
 }
@@ -164,6 +178,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 		s.conn = connState{started: true, hostname: host}
 		s.msg = messageState{}
 		s.runtime()
+		s.metrics().SessionStarted()
 		if a, ok := netip.AddrFromSlice(addr); ok && addr != nil {
 			s.conn.ip = a.Unmap().WithZone("")
 			s.classifyClient()
@@ -299,6 +314,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	if s.conn.skip != "" {
 		// Logged once at connect.
 		s.msg.skipped = true
+		s.metrics().Skipped(s.conn.skip)
 		return gomilter.RespContinue, nil
 	}
 	reason := ""
@@ -310,6 +326,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	if reason != "" {
 		s.msg.skipped = true
+		s.metrics().Skipped(reason)
 		logSkip(s.logger(), reason, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true)
 		return gomilter.RespContinue, nil
 	}
@@ -326,6 +343,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
 			s.conn.heloOutcome = checker.CheckHELO(ctx, s.conn.ip, s.conn.helo)
 			s.conn.heloFor = s.conn.helo
+			s.metrics().Checked(s.conn.heloOutcome)
 		}
 		s.msg.helo = s.conn.heloOutcome
 		if s.msg.helo == nil {
@@ -338,6 +356,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	if s.msg.mailFrom == nil {
 		return nil, errors.New("MAIL FROM check gave no outcome")
 	}
+	s.metrics().Checked(s.msg.mailFrom)
 	s.msg.decision, s.msg.decider = Decide(cfg, s.msg.mailFrom), s.msg.mailFrom
 	if s.msg.helo != nil {
 		if d := Decide(cfg, s.msg.helo); severity(d.Action) > severity(s.msg.decision.Action) {
@@ -541,8 +560,11 @@ func (s *session) endMessage() {
 	s.msg = messageState{}
 }
 
+// logDecision logs the decision of a checked message, once, and counts
+// its action.
 func (s *session) logDecision() {
 	s.msg.logged = true
+	s.metrics().Decided(s.msg.decision)
 	r := decisionRecord{
 		QueueID:  s.msg.queueID,
 		ClientIP: s.conn.ip,

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,8 @@ Runs the milter daemon. Without --config it reads ` + config.DefaultPath + `,
 or runs on the built-in defaults when that file does not exist.
 
 Signals: SIGHUP reloads the config file (a bad file is logged and the
-running config kept; a changed listen address needs a restart); SIGTERM
+running config kept; a changed listen or metrics.listen address needs a
+restart; the DNS cache is kept unless the dns settings changed); SIGTERM
 or SIGINT stops accepting, lets open sessions finish within the drain
 timeout and exits 0; a second SIGTERM or SIGINT exits at once.
 
@@ -56,6 +58,9 @@ type serveOptions struct {
 	// ready, when set, is called with the listener's address once the
 	// daemon serves.
 	ready func(net.Addr)
+	// httpReady, when set, is called with the metrics listener's address
+	// once it is open, before ready.
+	httpReady func(net.Addr)
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
@@ -130,7 +135,15 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if err != nil {
 		return fail(err)
 	}
-	rt, err := newRuntime(cfg, stderr)
+	// One Metrics and one DNS cache for the life of the process: reloads
+	// keep both.
+	metrics := milter.NewMetrics()
+	dns, _, err := newResolver(cfg.DNS, metrics, nil)
+	if err != nil {
+		return fail(err)
+	}
+	metrics.SetCacheEntries(dns.resolver.CacheLen)
+	rt, err := newRuntime(cfg, dns.resolver, metrics, stderr)
 	if err != nil {
 		return fail(err)
 	}
@@ -147,12 +160,24 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if err != nil {
 		return fail(err)
 	}
+	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log)
+	if err != nil {
+		ln.Close() // removes a unix socket
+		return fail(err)
+	}
+	if web != nil && o.httpReady != nil {
+		o.httpReady(web.addr)
+	}
 	var cur atomic.Pointer[milter.Runtime]
 	cur.Store(rt)
 	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, o.readBuffer))
+	metrics.SetOpenSessions(d.Open)
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ln) }()
 	rt.Log.Info("listening on "+cfg.Listen, "addr", ln.Addr().String())
+	// The socket accepts from here on: connections wait in its backlog
+	// until Serve takes them.
+	web.setReady()
 	if o.ready != nil {
 		o.ready(ln.Addr())
 	}
@@ -161,11 +186,17 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	for {
 		select {
 		case <-ctx.Done():
-			shutdown(d, cur.Load().Log, o.drainTimeout, served)
+			shutdown(d, web, cur.Load().Log, o.drainTimeout, served)
 			return 0
 		case <-hup:
-			if next := reload(o, listening, cur.Load(), stderr); next != nil {
+			next, nextDNS := reload(o, listening, cur.Load(), dns, metrics, stderr)
+			metrics.ConfigReloaded(next != nil)
+			if next != nil {
 				cur.Store(next)
+				if nextDNS != dns {
+					dns = nextDNS
+					metrics.SetCacheEntries(dns.resolver.CacheLen)
+				}
 				d.SetOptions(daemonOptions(next, o.readBuffer))
 				if o.setDefaultLogger {
 					slog.SetDefault(next.Log)
@@ -175,15 +206,19 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 			log := cur.Load().Log
 			log.Error("listener failed; stopping", "error", err)
 			served <- err // for shutdown, which waits for Serve
-			shutdown(d, log, o.drainTimeout, served)
+			shutdown(d, web, log, o.drainTimeout, served)
 			return 1
 		}
 	}
 }
 
 // shutdown stops accepting and drains the open sessions for at most
-// drain, then waits for Serve to return.
-func shutdown(d *milter.Daemon, log *slog.Logger, drain time.Duration, served <-chan error) {
+// drain, then waits for Serve to return. The metrics listener answers
+// /healthz with 503 from the start, so that a load balancer or
+// orchestrator stops sending mail here, and serves metrics until the
+// sessions are gone.
+func shutdown(d *milter.Daemon, web *httpListener, log *slog.Logger, drain time.Duration, served <-chan error) {
+	web.draining()
 	log.Info("shutting down", "open_sessions", d.Open(), "drain_timeout", drain.String())
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
@@ -191,35 +226,119 @@ func shutdown(d *milter.Daemon, log *slog.Logger, drain time.Duration, served <-
 		log.Warn("shutdown did not drain cleanly", "error", err)
 	}
 	<-served
+	web.stop(log)
 	log.Info("stopped")
 }
 
-// reload loads the config file again. It returns the new runtime, or nil
-// after logging why the running one is kept.
-func reload(o serveOptions, listening *config.Config, old *milter.Runtime, stderr io.Writer) *milter.Runtime {
+// httpShutdownTimeout bounds the wait for scrapes in flight at exit.
+const httpShutdownTimeout = 5 * time.Second
+
+// httpListener is the running metrics and health listener.
+type httpListener struct {
+	srv  *milter.HTTPServer
+	addr net.Addr
+	done chan struct{}
+}
+
+// startHTTP opens the metrics listener on addr and serves it, not ready
+// yet; with no addr it returns nil, which the methods accept.
+func startHTTP(addr string, m *milter.Metrics, log *slog.Logger) (*httpListener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := milter.ListenHTTP(addr)
+	if err != nil {
+		return nil, err
+	}
+	h := &httpListener{srv: milter.NewHTTPServer(m, log), addr: ln.Addr(), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		if err := h.srv.Serve(ln); err != nil {
+			// Mail matters more than metrics: the milter keeps running.
+			log.Error("metrics listener failed; metrics and /healthz are unavailable", "error", err)
+		}
+	}()
+	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String())
+	return h, nil
+}
+
+func (h *httpListener) setReady() {
+	if h != nil {
+		h.srv.SetReady(true)
+	}
+}
+
+func (h *httpListener) draining() {
+	if h != nil {
+		h.srv.Draining()
+	}
+}
+
+// stop closes the listener, letting scrapes in flight finish briefly.
+func (h *httpListener) stop(log *slog.Logger) {
+	if h == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		log.Warn("metrics listener did not close cleanly", "error", err)
+	}
+	<-h.done
+}
+
+// reload loads the config file again. It returns the new runtime and the
+// resolver it uses (oldDNS when the dns settings did not change, so that
+// the cache survives), or nil after logging why the running one is kept.
+func reload(o serveOptions, listening *config.Config, old *milter.Runtime, oldDNS *resolverSetup, m *milter.Metrics, stderr io.Writer) (*milter.Runtime, *resolverSetup) {
 	old.Log.Info("reloading the config", "path", o.configPath)
+	rt, dns, err := rebuild(o, listening, oldDNS, m, stderr)
+	if err != nil {
+		for _, problem := range strings.Split(err.Error(), "\n") {
+			if problem = strings.TrimSpace(problem); problem != "" {
+				old.Log.Error("config problem", "path", o.configPath, "problem", problem)
+			}
+		}
+		old.Log.Error("reload failed; the running config is kept", "path", o.configPath, "error", oneLine(err))
+		return nil, oldDNS
+	}
+	return rt, dns
+}
+
+// rebuild is reload's work: the config file's runtime, logging to the new
+// logger what changed that a reload does not apply.
+func rebuild(o serveOptions, listening *config.Config, oldDNS *resolverSetup, m *milter.Metrics, stderr io.Writer) (*milter.Runtime, *resolverSetup, error) {
 	cfg, defaults, err := loadServeConfig(o.configPath, o.explicit)
-	if err == nil {
-		var rt *milter.Runtime
-		if rt, err = newRuntime(cfg, stderr); err == nil {
-			if !sameListen(listening, cfg) {
-				rt.Log.Warn("listen or socket_mode changed; restart spf-milter to apply it",
-					"listening", listening.Listen, "configured", cfg.Listen)
-			}
-			if defaults {
-				rt.Log.Info("no config file; running on the built-in defaults", "path", o.configPath)
-			}
-			rt.Log.Info("config reloaded", "path", o.configPath)
-			return rt
-		}
+	if err != nil {
+		return nil, nil, err
 	}
-	for _, problem := range strings.Split(err.Error(), "\n") {
-		if problem = strings.TrimSpace(problem); problem != "" {
-			old.Log.Error("config problem", "path", o.configPath, "problem", problem)
-		}
+	dns, kept, err := newResolver(cfg.DNS, m, oldDNS)
+	if err != nil {
+		return nil, nil, err
 	}
-	old.Log.Error("reload failed; the running config is kept", "path", o.configPath, "error", oneLine(err))
-	return nil
+	rt, err := newRuntime(cfg, dns.resolver, m, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !sameListen(listening, cfg) {
+		rt.Log.Warn("listen or socket_mode changed; restart spf-milter to apply it",
+			"listening", listening.Listen, "configured", cfg.Listen)
+	}
+	if listening.Metrics.Listen != cfg.Metrics.Listen {
+		rt.Log.Warn("metrics.listen changed; restart spf-milter to apply it",
+			"listening", listening.Metrics.Listen, "configured", cfg.Metrics.Listen)
+	}
+	if kept {
+		rt.Log.Info("DNS settings unchanged; the resolver and its cache are kept", "cache_entries", dns.resolver.CacheLen())
+	} else {
+		rt.Log.Info("DNS settings changed; a new resolver starts with an empty cache",
+			"servers", strings.Join(dns.servers, ","), "timeout", dns.timeout.String(), "cache_size", dns.cacheSize)
+	}
+	if defaults {
+		rt.Log.Info("no config file; running on the built-in defaults", "path", o.configPath)
+	}
+	rt.Log.Info("config reloaded", "path", o.configPath)
+	return rt, dns, nil
 }
 
 // sameListen reports whether b listens where a does; equivalent spellings
@@ -252,15 +371,45 @@ func loadServeConfig(path string, explicit bool) (cfg *config.Config, defaults b
 	return cfg, false, nil
 }
 
-// newRuntime builds what sessions need from cfg.
-func newRuntime(cfg *config.Config, logTo io.Writer) (*milter.Runtime, error) {
+// resolverSetup is a resolver with the settings it was built from, so
+// that a reload can tell whether it may keep it, and its cache.
+type resolverSetup struct {
+	resolver *spf.DNSResolver
+	// servers are the servers the resolver asks, from the config or from
+	// /etc/resolv.conf when the config names none.
+	servers   []string
+	timeout   time.Duration
+	cacheSize int
+}
+
+// newResolver builds the resolver of dns, reporting every query and cache
+// lookup to m. When old asks the same servers with the same timeout and
+// cache size it is returned instead, with kept set, so that the cache
+// outlives a reload. The servers compared are the effective ones, so that
+// a reload rereads /etc/resolv.conf when the config names none.
+func newResolver(dns config.DNS, m *milter.Metrics, old *resolverSetup) (setup *resolverSetup, kept bool, err error) {
+	r, err := spf.NewDNSResolver(spf.DNSOptions{
+		Servers:   dns.Servers,
+		Timeout:   dns.Timeout,
+		CacheSize: dns.CacheSize,
+		Observer:  m,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("dns: %w", err)
+	}
+	setup = &resolverSetup{resolver: r, servers: r.Servers(), timeout: dns.Timeout, cacheSize: dns.CacheSize}
+	if old != nil && slices.Equal(old.servers, setup.servers) && old.timeout == setup.timeout && old.cacheSize == setup.cacheSize {
+		return old, true, nil
+	}
+	return setup, false, nil
+}
+
+// newRuntime builds what sessions need from cfg, with resolver for DNS
+// and m for metrics.
+func newRuntime(cfg *config.Config, resolver spf.Resolver, m *milter.Metrics, logTo io.Writer) (*milter.Runtime, error) {
 	log, err := newLogger(cfg.Log, logTo)
 	if err != nil {
 		return nil, err
-	}
-	resolver, err := spf.NewDNSResolver(spf.DNSOptions{Servers: cfg.DNS.Servers, Timeout: cfg.DNS.Timeout})
-	if err != nil {
-		return nil, fmt.Errorf("dns: %w", err)
 	}
 	checker := &spf.Checker{
 		Resolver:    resolver,
@@ -268,7 +417,7 @@ func newRuntime(cfg *config.Config, logTo io.Writer) (*milter.Runtime, error) {
 		Explanation: cfg.Explanation,
 		Timeout:     cfg.DNS.CheckTimeout,
 	}
-	return &milter.Runtime{Config: cfg, Checker: checker, Log: log}, nil
+	return &milter.Runtime{Config: cfg, Checker: checker, Log: log, Metrics: m}, nil
 }
 
 func daemonOptions(rt *milter.Runtime, readBuffer int) milter.DaemonOptions {

@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,6 +231,11 @@ func TestServeConfigErrors(t *testing.T) {
 	t.Cleanup(func() { taken.Close() })
 	busy := filepath.Join(dir, "busy.yaml")
 	writeFile(t, busy, serveConfig(dns, "inet:"+taken.Addr().String(), "reject", ""))
+	// The metrics port is taken: the milter's socket, open by then, is
+	// closed again.
+	metricsSock := filepath.Join(dir, "metrics-busy.sock")
+	metricsBusy := filepath.Join(dir, "metrics-busy.yaml")
+	writeFile(t, metricsBusy, serveConfig(dns, "unix:"+metricsSock, "reject", "metrics: {listen: \""+taken.Addr().String()+"\"}\n"))
 
 	tests := []struct {
 		name string
@@ -244,6 +252,7 @@ func TestServeConfigErrors(t *testing.T) {
 			"broken.yaml:10: frobnicate",
 		}},
 		{"listen fails", busy, true, []string{taken.Addr().String(), "address already in use"}},
+		{"metrics listen fails", metricsBusy, true, []string{"metrics listener on " + taken.Addr().String(), "address already in use"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,6 +288,9 @@ func TestServeConfigErrors(t *testing.T) {
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a broken config still created its socket (stat error %v)", err)
+	}
+	if _, err := os.Lstat(metricsSock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the milter socket is left behind after the metrics listener failed (stat error %v)", err)
 	}
 }
 
@@ -550,5 +562,266 @@ func TestServeSignals(t *testing.T) {
 	recs := logRecords(logs.String())
 	if last := recs[len(recs)-1]; last["msg"] != "stopped" {
 		t.Errorf("the last log record is %v, want the final \"stopped\":\n%s", last, logs.String())
+	}
+}
+
+// httpGet fetches url and returns the status and body.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 15 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// scrapeMetrics fetches /metrics from the listener at addr and returns
+// each sample's value by its series as written (name{labels}).
+func scrapeMetrics(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	code, body := httpGet(t, "http://"+addr+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", code, body)
+	}
+	samples := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("bad sample line %q", line)
+		}
+		samples[line[:i]] = v
+	}
+	return samples
+}
+
+// checkSamples compares the series named in want with a scrape.
+func checkSamples(t *testing.T, step string, got map[string]float64, want map[string]float64) {
+	t.Helper()
+	for series, v := range want {
+		if g, ok := got[series]; !ok || g != v {
+			t.Errorf("%s: %s = %v (present %v), want %v", step, series, g, ok, v)
+		}
+	}
+}
+
+// startWithMetrics starts serve in-process on the config at path, which
+// must set metrics.listen, and returns it with the metrics address. The
+// health check is also asked while the metrics listener is up but the
+// milter is not yet: that answer is returned too.
+func startWithMetrics(t *testing.T, path string) (p *inProcess, httpAddr string, early string) {
+	t.Helper()
+	httpAddrs := make(chan string, 1)
+	var earlyCode int
+	var earlyBody string
+	p = startInProcess(t, serveOptions{configPath: path, explicit: true, httpReady: func(a net.Addr) {
+		// Called by serve before the milter serves.
+		earlyCode, earlyBody = httpGet(t, "http://"+a.String()+"/healthz")
+		httpAddrs <- a.String()
+	}})
+	p.listening(t)
+	select {
+	case httpAddr = <-httpAddrs:
+	default:
+		t.Fatalf("the milter listens but the metrics listener was not reported:\n%s", p.logs)
+	}
+	return p, httpAddr, fmt.Sprintf("%d %s", earlyCode, earlyBody)
+}
+
+// TestServeMetrics runs the daemon with a metrics listener: /healthz turns
+// 200 once the milter listens, a check shows in /metrics, and during the
+// shutdown drain /healthz answers 503 until the listener closes.
+func TestServeMetrics(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", "metrics: {listen: \"127.0.0.1:0\"}\n"))
+	p, web, early := startWithMetrics(t, path)
+	addr := ""
+	for _, r := range logRecords(p.logs.String()) {
+		if msg, _ := r["msg"].(string); strings.HasPrefix(msg, "listening on ") {
+			addr, _ = r["addr"].(string)
+		}
+	}
+
+	if early != "503 not ready\n" {
+		t.Errorf("/healthz before the milter listened: %q, want 503 not ready", early)
+	}
+	if code, body := httpGet(t, "http://"+web+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz once listening: %d %q, want 200 ok", code, body)
+	}
+	checkSamples(t, "before any session", scrapeMetrics(t, web), map[string]float64{
+		`spf_milter_sessions_total`:                                  0,
+		`spf_milter_checks_total{identity="mailfrom",result="fail"}`: 0,
+		`spf_milter_dns_cache_entries`:                               0,
+	})
+
+	if got := oneSession(t, addr); got != 550 {
+		t.Fatalf("MAIL FROM reply %d, want 550", got)
+	}
+	// A session kept open through the shutdown below.
+	inFlight := milterClient(t, addr)
+	defer inFlight.Close()
+	if got := mailFromReply(t, inFlight); got != 550 {
+		t.Fatalf("second session: MAIL FROM reply %d, want 550", got)
+	}
+	m := scrapeMetrics(t, web)
+	checkSamples(t, "after two checks", m, map[string]float64{
+		`spf_milter_sessions_total`:                                    2,
+		`spf_milter_checks_total{identity="mailfrom",result="fail"}`:   2,
+		`spf_milter_checks_total{identity="helo",result="none"}`:       2,
+		`spf_milter_check_duration_seconds_count{identity="mailfrom"}`: 2,
+		`spf_milter_actions_total{action="reject"}`:                    2,
+		`spf_milter_actions_total{action="accept"}`:                    0,
+		`spf_milter_dns_queries_total{outcome="noerror",type="TXT"}`:   1, // example.org, then from the cache
+		`spf_milter_dns_cache_hits_total{type="TXT"}`:                  1,
+		`spf_milter_dns_cache_entries`:                                 1,
+		`spf_milter_config_reloads_total{result="ok"}`:                 0,
+	})
+	if m[`spf_milter_dns_queries_total{outcome="nxdomain",type="TXT"}`] < 2 {
+		t.Errorf("the HELO names' NXDOMAIN answers were not counted: %v", m[`spf_milter_dns_queries_total{outcome="nxdomain",type="TXT"}`])
+	}
+	if m["process_resident_memory_bytes"] <= 0 || m["go_goroutines"] <= 0 {
+		t.Errorf("no process or Go runtime metrics")
+	}
+	// The first session ends on the daemon's side a moment after the
+	// client closed it.
+	waitMetric(t, web, "spf_milter_sessions_open", "", 1)
+
+	p.cancel()
+	waitLogs(t, p.logs.String, "stopped accepting", 1)
+	if code, body := httpGet(t, "http://"+web+"/healthz"); code != 503 || body != "shutting down\n" {
+		t.Errorf("/healthz while draining: %d %q, want 503 shutting down", code, body)
+	}
+	if got := scrapeMetrics(t, web)["spf_milter_sessions_open"]; got != 1 {
+		t.Errorf("while draining: %v sessions open, want 1", got)
+	}
+	if err := inFlight.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	if c, err := net.Dial("tcp", web); err == nil {
+		c.Close()
+		t.Error("the metrics listener still accepts after the daemon stopped")
+	}
+}
+
+// TestServeReloadKeepsCache: a reload that leaves the dns settings alone
+// keeps the resolver and its cache; one that changes them starts a new,
+// empty one. Reloads are counted, and a changed metrics.listen is only
+// reported.
+func TestServeReloadKeepsCache(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	metricsKey := "metrics: {listen: \"127.0.0.1:0\"}\n"
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", metricsKey))
+	p, web, _ := startWithMetrics(t, path)
+	addr := ""
+	for _, r := range logRecords(p.logs.String()) {
+		if msg, _ := r["msg"].(string); strings.HasPrefix(msg, "listening on ") {
+			addr, _ = r["addr"].(string)
+		}
+	}
+	logs := p.logs.String
+	if got := oneSession(t, addr); got != 550 {
+		t.Fatalf("MAIL FROM reply %d, want 550", got)
+	}
+	const noerror = `spf_milter_dns_queries_total{outcome="noerror",type="TXT"}`
+	checkSamples(t, "first check", scrapeMetrics(t, web), map[string]float64{noerror: 1, `spf_milter_dns_cache_entries`: 1})
+
+	steps := []struct {
+		name   string
+		config string
+		log    string // the log message the reload must write
+		reply  int    // to the failing MAIL FROM after the reload
+		// the metrics right after the reload, and after one more session
+		after, then map[string]float64
+	}{
+		{
+			name:   "new policy, same DNS",
+			config: serveConfig(dns, "inet:127.0.0.1:0", "tempfail", metricsKey),
+			log:    "DNS settings unchanged; the resolver and its cache are kept",
+			reply:  451,
+			after:  map[string]float64{`spf_milter_dns_cache_entries`: 1, `spf_milter_config_reloads_total{result="ok"}`: 1},
+			then:   map[string]float64{noerror: 1, `spf_milter_dns_cache_hits_total{type="TXT"}`: 1},
+		},
+		{
+			name:   "broken file",
+			config: serveConfig(dns, "inet:127.0.0.1:0", "reject", metricsKey+"frobnicate: 1\n"),
+			log:    "reload failed; the running config is kept",
+			reply:  451,
+			after:  map[string]float64{`spf_milter_dns_cache_entries`: 1, `spf_milter_config_reloads_total{result="failed"}`: 1},
+			then:   map[string]float64{noerror: 1, `spf_milter_dns_cache_hits_total{type="TXT"}`: 2},
+		},
+		{
+			name:   "new DNS timeout",
+			config: strings.Replace(serveConfig(dns, "inet:127.0.0.1:0", "reject", metricsKey), "timeout: 2s", "timeout: 3s", 1),
+			log:    "DNS settings changed; a new resolver starts with an empty cache",
+			reply:  550,
+			after:  map[string]float64{`spf_milter_dns_cache_entries`: 0, `spf_milter_config_reloads_total{result="ok"}`: 2},
+			then:   map[string]float64{noerror: 2, `spf_milter_dns_cache_entries`: 1, `spf_milter_dns_cache_hits_total{type="TXT"}`: 2},
+		},
+		{
+			name:   "cache turned off",
+			config: strings.Replace(serveConfig(dns, "inet:127.0.0.1:0", "reject", metricsKey), "check_timeout: 5s", "check_timeout: 5s\n  cache_size: 0", 1),
+			log:    "DNS settings changed; a new resolver starts with an empty cache",
+			reply:  550,
+			after:  map[string]float64{`spf_milter_dns_cache_entries`: 0},
+			then:   map[string]float64{noerror: 3, `spf_milter_dns_cache_entries`: 0},
+		},
+		{
+			name:   "metrics.listen changed",
+			config: serveConfig(dns, "inet:127.0.0.1:0", "reject", "metrics: {listen: \"127.0.0.1:1\"}\n"),
+			log:    "metrics.listen changed; restart spf-milter to apply it",
+			reply:  550,
+			after:  map[string]float64{`spf_milter_config_reloads_total{result="ok"}`: 4},
+		},
+	}
+	for _, st := range steps {
+		before := countLogs(logRecords(logs()), st.log)
+		writeFile(t, path, st.config)
+		p.hup <- syscall.SIGHUP
+		waitLogs(t, logs, st.log, before+1)
+		// The reload is counted after its log lines: wait for the count.
+		waitMetric(t, web, `spf_milter_config_reloads_total{result="ok"}`, `spf_milter_config_reloads_total{result="failed"}`, countReloads(logs()))
+		checkSamples(t, st.name+", after the reload", scrapeMetrics(t, web), st.after)
+		if got := oneSession(t, addr); got != st.reply {
+			t.Errorf("%s: MAIL FROM reply %d, want %d", st.name, got, st.reply)
+		}
+		checkSamples(t, st.name+", after a session", scrapeMetrics(t, web), st.then)
+	}
+}
+
+// countReloads counts the reloads the log reports as done or failed.
+func countReloads(logs string) int {
+	recs := logRecords(logs)
+	return countLogs(recs, "config reloaded") + countLogs(recs, "reload failed; the running config is kept")
+}
+
+// waitMetric waits until the two series add up to n.
+func waitMetric(t *testing.T, web, a, b string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m := scrapeMetrics(t, web)
+		if int(m[a]+m[b]) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s + %s = %v, want %d", a, b, m[a]+m[b], n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,0 +1,138 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// Timeouts of the HTTP listener. A scrape takes milliseconds; the limits
+// only keep a slow or idle client from holding a connection.
+const (
+	httpReadHeaderTimeout = 5 * time.Second
+	httpReadTimeout       = 10 * time.Second
+	httpWriteTimeout      = 30 * time.Second
+	httpIdleTimeout       = 2 * time.Minute
+	httpMaxHeaderBytes    = 16 << 10
+)
+
+// HTTPServer is the optional HTTP listener of the daemon: Prometheus
+// metrics at /metrics and a health check at /healthz, GET and HEAD only.
+// Other paths answer 404, other methods on a known path 405. More pages
+// can be added with Handle before Serve.
+type HTTPServer struct {
+	mux   *http.ServeMux
+	srv   *http.Server
+	ready atomic.Bool
+	// stopping is set by Draining and Shutdown, so that /healthz answers
+	// "shutting down" rather than "not ready" from then on.
+	stopping atomic.Bool
+}
+
+// NewHTTPServer returns a server for m's metrics (none when m is nil: then
+// /metrics answers 404) that logs its own errors to log (nil means
+// slog.Default()). It is not ready until SetReady(true).
+func NewHTTPServer(m *Metrics, log *slog.Logger) *HTTPServer {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &HTTPServer{mux: http.NewServeMux()}
+	h.srv = &http.Server{
+		Handler:           h.mux,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if m != nil {
+		h.Handle("/metrics", m.Handler())
+	}
+	h.Handle("/healthz", http.HandlerFunc(h.healthz))
+	return h
+}
+
+// Handle serves handler at path, for GET and HEAD requests only, as
+// http.ServeMux matches a "GET /path" pattern. path follows ServeMux's
+// rules: "/why" is that path only, "/why/" the tree below it.
+func (h *HTTPServer) Handle(path string, handler http.Handler) {
+	h.mux.Handle("GET "+path, noCache(handler))
+}
+
+// ServeHTTP serves a request as the listener would, for tests and for a
+// caller that runs its own http.Server.
+func (h *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+// noCache marks answers as not to be cached: every one is of the moment.
+func noCache(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// SetReady says whether the milter serves: /healthz answers 200 only
+// while it is set, and until Draining.
+func (h *HTTPServer) SetReady(ready bool) { h.ready.Store(ready) }
+
+// Draining turns /healthz to 503 "shutting down" for good, while metrics
+// are still served: the daemon has stopped accepting sessions and waits
+// for the open ones.
+func (h *HTTPServer) Draining() { h.stopping.Store(true) }
+
+// Ready reports what /healthz answers: true for 200.
+func (h *HTTPServer) Ready() bool { return h.ready.Load() && !h.stopping.Load() }
+
+func (h *HTTPServer) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	switch {
+	case h.Ready():
+		fmt.Fprintln(w, "ok")
+	case h.stopping.Load():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "shutting down")
+	default:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready")
+	}
+}
+
+// ListenHTTP opens the listener for addr, the HOST:PORT of the config's
+// metrics.listen.
+func ListenHTTP(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve answers requests on ln until Shutdown, and then returns nil; any
+// other error ends it too and is returned.
+func (h *HTTPServer) Serve(ln net.Listener) error {
+	err := h.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown turns /healthz to 503, stops accepting and waits for the
+// requests in flight, up to ctx; then it closes what is left.
+func (h *HTTPServer) Shutdown(ctx context.Context) error {
+	h.stopping.Store(true)
+	err := h.srv.Shutdown(ctx)
+	if err != nil {
+		h.srv.Close()
+	}
+	return err
+}

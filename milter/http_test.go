@@ -1,0 +1,171 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestHTTPRoutes(t *testing.T) {
+	m := NewMetrics()
+	h := NewHTTPServer(m, nil)
+	h.Handle("/why", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "because\n") }))
+
+	type step struct {
+		method, path string
+		code         int
+		body         string // the start of the body
+		allow        string // the Allow header of a 405
+	}
+	run := func(t *testing.T, steps []step) {
+		t.Helper()
+		for _, st := range steps {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(st.method, st.path, nil))
+			if rec.Code != st.code || !strings.HasPrefix(rec.Body.String(), st.body) {
+				t.Errorf("%s %s: %d %q, want %d %q", st.method, st.path, rec.Code, rec.Body.String(), st.code, st.body)
+			}
+			if st.allow != "" && rec.Header().Get("Allow") != st.allow {
+				t.Errorf("%s %s: Allow %q, want %q", st.method, st.path, rec.Header().Get("Allow"), st.allow)
+			}
+			if rec.Code == http.StatusOK && rec.Header().Get("Cache-Control") != "no-store" {
+				t.Errorf("%s %s: Cache-Control %q, want no-store", st.method, st.path, rec.Header().Get("Cache-Control"))
+			}
+		}
+	}
+
+	t.Run("starting", func(t *testing.T) {
+		run(t, []step{
+			{"GET", "/healthz", 503, "not ready\n", ""},
+			{"HEAD", "/healthz", 503, "", ""},
+			// Metrics are served before the milter is up: a scrape must
+			// not fail because the daemon is starting.
+			{"GET", "/metrics", 200, "# HELP ", ""},
+		})
+	})
+	h.SetReady(true)
+	t.Run("ready", func(t *testing.T) {
+		run(t, []step{
+			{"GET", "/healthz", 200, "ok\n", ""},
+			{"HEAD", "/healthz", 200, "", ""},
+			{"GET", "/metrics", 200, "# HELP ", ""},
+			{"HEAD", "/metrics", 200, "", ""},
+			{"GET", "/why", 200, "because\n", ""},
+			{"POST", "/healthz", 405, "", "GET, HEAD"},
+			{"PUT", "/metrics", 405, "", "GET, HEAD"},
+			{"DELETE", "/why", 405, "", "GET, HEAD"},
+			{"GET", "/", 404, "404 page not found", ""},
+			{"GET", "/metrics/", 404, "", ""},
+			{"GET", "/healthz/x", 404, "", ""},
+			{"GET", "/debug/pprof/", 404, "", ""},
+			{"POST", "/nothing", 404, "", ""},
+		})
+	})
+	h.Draining()
+	t.Run("draining", func(t *testing.T) {
+		run(t, []step{
+			{"GET", "/healthz", 503, "shutting down\n", ""},
+			{"GET", "/metrics", 200, "# HELP ", ""},
+		})
+		if h.Ready() {
+			t.Error("Ready() while draining")
+		}
+	})
+	h.SetReady(true)
+	t.Run("draining is for good", func(t *testing.T) {
+		run(t, []step{{"GET", "/healthz", 503, "shutting down\n", ""}})
+	})
+
+	t.Run("no metrics", func(t *testing.T) {
+		h := NewHTTPServer(nil, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("GET /metrics without Metrics: %d, want 404", rec.Code)
+		}
+	})
+}
+
+// TestHTTPServeShutdown runs the server on a real listener: it answers,
+// and after Shutdown Serve returns nil and nothing listens.
+func TestHTTPServeShutdown(t *testing.T) {
+	ln, err := ListenHTTP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	h := NewHTTPServer(NewMetrics(), nil)
+	h.SetReady(true)
+	served := make(chan error, 1)
+	go func() { served <- h.Serve(ln) }()
+
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Errorf("GET /healthz: %d %q, want 200 ok", resp.StatusCode, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after Shutdown")
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after Shutdown")
+	}
+	if h.Ready() {
+		t.Error("Ready() after Shutdown")
+	}
+}
+
+func TestListenHTTPBusy(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = ListenHTTP(taken.Addr().String())
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "metrics listener on "+taken.Addr().String()) {
+		t.Errorf("ListenHTTP on a taken port: %v, want address in use, naming the metrics listener", err)
+	}
+}
+
+// TestHTTPTimeouts: every timeout of the server is set, so that a client
+// that sends its request slowly, or never reads the answer, cannot hold a
+// connection for ever.
+func TestHTTPTimeouts(t *testing.T) {
+	h := NewHTTPServer(nil, nil)
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": h.srv.ReadHeaderTimeout,
+		"ReadTimeout":       h.srv.ReadTimeout,
+		"WriteTimeout":      h.srv.WriteTimeout,
+		"IdleTimeout":       h.srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s is %v: a client could hold a connection for ever", name, d)
+		}
+	}
+	if h.srv.MaxHeaderBytes <= 0 || h.srv.MaxHeaderBytes > 1<<20 {
+		t.Errorf("MaxHeaderBytes %d", h.srv.MaxHeaderBytes)
+	}
+}
