@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
 	"github.com/spf-milter/spf-milter/spf"
@@ -148,5 +149,110 @@ func BenchmarkCheckWarm(b *testing.B) {
 				c.CheckMailFrom(ctx, tc.ip, sender, helo)
 			}
 		})
+	}
+}
+
+// coldDelay is how long the server of BenchmarkColdRedirectIncludes waits
+// before each answer: a round trip to a distant resolver that has nothing
+// cached either.
+const coldDelay = 20 * time.Millisecond
+
+// BenchmarkColdRedirectIncludes measures a cold check of warmPolicy (a
+// redirect= to a record of three include: terms) against a DNS server on
+// loopback that answers every query after coldDelay, through a resolver
+// without a cache, so that the time is almost all spent waiting for
+// answers. The "round-trips" metric is the time of one check in units of
+// coldDelay. A sequential check waits for five answers, one after the
+// other: the domain's record, the redirect target's and each include's.
+// Fetching the targets ahead overlaps the three includes: three.
+func BenchmarkColdRedirectIncludes(b *testing.B) {
+	z := dnstest.NewZone()
+	for _, rr := range warmPolicy {
+		z.AddTXT(rr.name, rr.txt...)
+	}
+	srv := dnstest.StartServer(b, z)
+	srv.SetDelay(coldDelay)
+	r, err := spf.NewDNSResolver(spf.DNSOptions{Servers: []string{srv.Addr()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	// Matched by the last include, so that every record is needed.
+	ip := netip.MustParseAddr("203.0.113.100")
+	const sender, helo = "alice@example.com", "mail.example.com"
+
+	// One query alone, to read the others by: it shows what a round trip
+	// costs beyond coldDelay (the server's timer, the two sockets).
+	b.Run("one-query", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := r.LookupTXT(ctx, "_spf.example.com"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(coldDelay), "round-trips")
+	})
+	for _, mode := range []struct {
+		name       string
+		sequential bool
+	}{{"sequential", true}, {"concurrent", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := &spf.Checker{Resolver: r, Receiver: "mx.example.net", Sequential: mode.sequential}
+			for b.Loop() {
+				out := c.CheckMailFrom(ctx, ip, sender, helo)
+				if out.Result != spf.Pass || out.DNSLookups != 4 {
+					b.Fatalf("CheckMailFrom(%s) = %s with %d lookups, want pass with 4 (problem %q)", ip, out.Result, out.DNSLookups, out.Problem)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(coldDelay), "round-trips")
+		})
+	}
+}
+
+// BenchmarkCheckCached measures what the daemon does for a sender it has
+// seen before: a check of warmPolicy through a DNSResolver whose cache holds
+// every answer (the server on loopback is only asked while warming up),
+// concurrent and sequential. Concurrent checks fetch nothing ahead that the
+// cache holds, so the two should cost about the same.
+func BenchmarkCheckCached(b *testing.B) {
+	z := dnstest.NewZone()
+	for _, rr := range warmPolicy {
+		z.AddTXT(rr.name, rr.txt...)
+	}
+	srv := dnstest.StartServer(b, z)
+	r, err := spf.NewDNSResolver(spf.DNSOptions{Servers: []string{srv.Addr()}, CacheSize: spf.DefaultCacheSize})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	const sender, helo = "alice@example.com", "mail.example.com"
+	for _, tc := range []struct {
+		name string
+		ip   netip.Addr
+		want spf.Result
+	}{
+		{"pass", netip.MustParseAddr("203.0.113.100"), spf.Pass},
+		{"fail", netip.MustParseAddr("203.0.113.200"), spf.Fail},
+	} {
+		for _, sequential := range []bool{false, true} {
+			name := tc.name + "/concurrent"
+			if sequential {
+				name = tc.name + "/sequential"
+			}
+			b.Run(name, func(b *testing.B) {
+				c := &spf.Checker{Resolver: r, Receiver: "mx.example.net", Sequential: sequential}
+				out := c.CheckMailFrom(ctx, tc.ip, sender, helo)
+				if out.Result != tc.want {
+					b.Fatalf("CheckMailFrom(%s) = %s, want %s (problem %q)", tc.ip, out.Result, tc.want, out.Problem)
+				}
+				srv.ResetQueries()
+				b.ReportAllocs()
+				for b.Loop() {
+					c.CheckMailFrom(ctx, tc.ip, sender, helo)
+				}
+				if q := srv.Queries(); len(q) != 0 {
+					b.Fatalf("a warm check asked the server %d times: %v", len(q), q)
+				}
+			})
+		}
 	}
 }

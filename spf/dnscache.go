@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/internal/dnsname"
 )
 
 // maxCacheTTL caps how long an answer is kept, whatever its TTL says: a
@@ -224,4 +226,19 @@ func (r *DNSResolver) CacheLen() int {
 		return 0
 	}
 	return r.cache.lru.Len()
+}
+
+// holdsTXT reports whether the cache holds an unexpired answer to the TXT
+// question for name. It is a peek: no hit or miss is counted, and the
+// entry keeps its place. The evaluation uses it not to fetch ahead what a
+// lookup will find at once anyway.
+func (r *DNSResolver) holdsTXT(name string) bool {
+	if r.cache == nil || !dnsname.Queryable(name) {
+		return false
+	}
+	k := cacheKey{dnsname.Key(dnsname.Escape(name)), dns.TypeTXT}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	el, ok := r.cache.entries[k]
+	return ok && r.now().Before(el.Value.(*cacheEntry).expires)
 }

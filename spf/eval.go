@@ -42,6 +42,7 @@ type evaluation struct {
 	lookups int
 	voids   int
 	ptrName *string // validated name of ip for %{p}, once computed
+	pf      prefetcher
 }
 
 // verdict is what evaluating one domain's record gave.
@@ -91,9 +92,14 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender,
 		timeout = DefaultCheckTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
 	e := &evaluation{c: c, ctx: ctx, out: out, ip: ip, sender: out.Sender}
+	defer func() {
+		// Records fetched ahead run under ctx: cancelling it ends the
+		// lookups the check turned out not to need, and none may outlive
+		// the check.
+		cancel()
+		e.pf.running.Wait()
+	}()
 	v := e.checkHost(name, 0)
 	out.Result, out.Problem = v.result, v.problem
 	out.Mechanism, out.MechanismDomain = v.mechanism, v.domain
@@ -175,7 +181,12 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 	if depth == 0 {
 		e.out.Record = txt
 	}
+	prefetched := false
 	for _, d := range rec.Directives {
+		if !prefetched && d.Mechanism.queriesDNS() {
+			e.prefetchTargets(rec, domain)
+			prefetched = true
+		}
 		match, err := e.evalDirective(d, domain, depth)
 		if err != nil {
 			a := e.asAbort(err)
@@ -189,6 +200,7 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 		}
 	}
 	if rec.Redirect != nil {
+		// A redirect= is evaluated at once: nothing to fetch ahead of it.
 		return e.redirect(rec, domain, depth)
 	}
 	// RFC 7208 §4.7: no match and no redirect gives neutral.
@@ -199,7 +211,7 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 // fetchRecord looks up and parses the SPF record of domain (RFC 7208 §4.4,
 // §4.5). When ok is false, v is the result the check ends with.
 func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt string, v verdict, ok bool) {
-	txts, err := e.c.Resolver.LookupTXT(e.ctx, domain)
+	txts, err := e.lookupTXT(domain)
 	if err != nil && !IsNotFound(err) {
 		a := e.temperror(err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: TempError, Detail: a.problem})
@@ -346,20 +358,37 @@ func (e *evaluation) evalMX(d *Directive, domain string) (bool, string, error) {
 	if len(names) > maxMXNames {
 		return false, "", permerror("%s has %d MX records; at most %d may be looked up", target, len(names), maxMXNames)
 	}
-	for _, n := range names {
-		n = strings.TrimSuffix(n, ".")
-		if n == "" {
-			continue // a null MX (RFC 7505) names no host
-		}
-		addrs, err := e.lookupAddrs(n, false)
+	hosts := mxHosts(names)
+	lookups := e.startAddrLookups(hosts)
+	defer lookups.stop()
+	// The first host in MX order that fails or matches decides, whichever
+	// answer came first.
+	for i, n := range hosts {
+		addrs, err := lookups.get(i)
 		if err != nil {
-			return false, "", err
+			if IsNotFound(err) {
+				continue // no match, and not a void lookup: only the MX query can be
+			}
+			return false, "", e.temperror(err)
 		}
 		if e.matchAny(addrs, d) {
 			return true, "MX " + n + " has " + e.ip.String(), nil
 		}
 	}
 	return false, "no MX host of " + target + " has " + e.ip.String(), nil
+}
+
+// mxHosts returns the host names of MX records as names to query.
+func mxHosts(names []string) []string {
+	hosts := make([]string, 0, len(names))
+	for _, n := range names {
+		n = strings.TrimSuffix(n, ".")
+		if n == "" {
+			continue // a null MX (RFC 7505) names no host
+		}
+		hosts = append(hosts, n)
+	}
+	return hosts
 }
 
 func (e *evaluation) evalPTR(d *Directive, domain string) (bool, string, error) {
@@ -388,12 +417,18 @@ func (e *evaluation) validated(names []string, target string, suffixOnly bool) s
 	if len(names) > maxPTRNames {
 		names = names[:maxPTRNames]
 	}
+	candidates := make([]string, 0, len(names))
 	for _, n := range names {
 		n = strings.TrimSuffix(n, ".")
 		if suffixOnly && !isSubdomain(n, target) {
 			continue
 		}
-		addrs, err := e.addrs(n)
+		candidates = append(candidates, n)
+	}
+	lookups := e.startAddrLookups(candidates)
+	defer lookups.stop()
+	for i, n := range candidates {
+		addrs, err := lookups.get(i)
 		if err != nil {
 			continue
 		}
@@ -439,10 +474,15 @@ func (e *evaluation) lookupAddrs(name string, countVoid bool) ([]netip.Addr, err
 }
 
 func (e *evaluation) addrs(name string) ([]netip.Addr, error) {
+	return e.addrsIn(e.ctx, name)
+}
+
+// addrsIn is addrs under ctx, which may end before the check does.
+func (e *evaluation) addrsIn(ctx context.Context, name string) ([]netip.Addr, error) {
 	if e.ip.Is4() {
-		return e.c.Resolver.LookupA(e.ctx, name)
+		return e.c.Resolver.LookupA(ctx, name)
 	}
-	return e.c.Resolver.LookupAAAA(e.ctx, name)
+	return e.c.Resolver.LookupAAAA(ctx, name)
 }
 
 func (e *evaluation) matchAny(addrs []netip.Addr, d *Directive) bool {

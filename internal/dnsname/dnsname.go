@@ -33,19 +33,33 @@ func Queryable(name string) bool {
 // form miekg/dns packs, so that a backslash, quote, space or control byte
 // in it (a macro can put one there) is asked as itself.
 func Escape(name string) string {
+	i := 0
+	for i < len(name) && !needsEscape(name[i]) {
+		i++
+	}
+	if i == len(name) {
+		// The usual name: nothing to escape, no copy to make.
+		return dns.Fqdn(name)
+	}
 	var b strings.Builder
-	for i := 0; i < len(name); i++ {
+	b.Grow(len(name) + 8)
+	b.WriteString(name[:i])
+	for ; i < len(name); i++ {
 		c := name[i]
 		switch {
 		case c == '.':
 			b.WriteByte(c)
-		case c <= 0x20 || c >= 0x7f || strings.IndexByte(`\"();@$`, c) >= 0:
+		case needsEscape(c):
 			fmt.Fprintf(&b, "\\%03d", c)
 		default:
 			b.WriteByte(c)
 		}
 	}
 	return dns.Fqdn(b.String())
+}
+
+func needsEscape(c byte) bool {
+	return c != '.' && (c <= 0x20 || c >= 0x7f || strings.IndexByte(`\"();@$`, c) >= 0)
 }
 
 // Key maps a name in presentation form to its wire form with ASCII letters
