@@ -77,7 +77,7 @@ type DNSObserver interface {
 //
 // A query goes over UDP with EDNS0, is sent again when no answer comes
 // within a third of the timeout, and is repeated over TCP when the answer
-// is truncated. A server that does not answer, fails on the network, or
+// is truncated; a TCP answer truncated too is a failure. A server that does not answer, fails on the network, or
 // answers with an rcode other than NOERROR and NXDOMAIN is skipped for the
 // next one. CNAME chains are followed, within the answer and by asking for
 // the target again. A name that cannot be put in a query at all (an empty
@@ -410,8 +410,12 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 			outcome = "cancelled"
 		case errors.As(err, &ne) && ne.Timeout():
 			outcome, text = "timeout", "no answer (timeout)"
-		case errors.Is(err, errWrongID) || errors.As(err, new(*dns.Error)):
-			outcome = "bad_answer"
+		case errors.Is(err, errWrongID):
+			outcome, text = "bad_answer", "answer for another query"
+		case errors.As(err, new(*dns.Error)):
+			// miekg/dns could not unpack it: say so, rather than blame
+			// the network in the problem text an admin reads.
+			outcome, text = "bad_answer", "malformed answer"
 		default:
 			outcome = "network_error"
 		}
@@ -419,6 +423,13 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 	case network == "udp" && resp.Truncated:
 		// TCP asks again, and its answer is the one checked.
 		outcome = rcodeOutcome(resp.Rcode)
+	case resp.Truncated:
+		// Over TCP there is no larger answer to ask for: the records
+		// that came may not be all there are (an RRset over 64 KB, cut
+		// at 65535 octets), and a result drawn from part of them could
+		// be none, or one record where there are two.
+		outcome = "bad_answer"
+		err = &ServerError{Server: server, text: "answer truncated over TCP"}
 	case len(resp.Question) != 1 || !sameName(resp.Question[0].Name, m.Question[0].Name) ||
 		resp.Question[0].Qtype != m.Question[0].Qtype || resp.Question[0].Qclass != dns.ClassINET:
 		outcome = "bad_answer"

@@ -142,32 +142,19 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 
-	resp := new(dns.Msg)
+	resp, ok := s.zone.reply(req, maxServerCNAMEHops)
+	if !ok {
+		return
+	}
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
-		resp.SetRcode(req, dns.RcodeFormatError)
-		_ = w.WriteMsg(resp)
+		_ = w.WriteMsg(resp) // FORMERR
 		return
 	}
-	q := req.Question[0]
-	out := s.zone.resolve(q.Name, q.Qtype, maxServerCNAMEHops)
-	if out.noReply {
-		return
-	}
-	resp.SetRcode(req, out.rcode)
-	resp.Authoritative = true
-	resp.Answer = out.answer
-	if out.soa != nil {
-		resp.Ns = []dns.RR{out.soa}
-	}
-
 	if network == "udp" && truncate {
 		resp.Answer, resp.Ns = nil, nil
 		resp.Truncated = true
 	}
 	opt := req.IsEdns0()
-	if opt != nil {
-		resp.SetEdns0(max(opt.UDPSize(), dns.MinMsgSize), false)
-	}
 	if network == "udp" && !truncate {
 		size := dns.MinMsgSize
 		if opt != nil {
