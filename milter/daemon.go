@@ -3,6 +3,7 @@ package milter
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +24,9 @@ import (
 // DaemonOptions bound the sessions a Daemon serves and say where it logs.
 type DaemonOptions struct {
 	// IdleTimeout ends a session whose MTA sends nothing (or reads
-	// nothing) for this long; 0 means no limit.
+	// nothing) for this long; 0 means no limit. A packet must arrive whole
+	// within it from when the milter starts waiting for it, so an MTA that
+	// trickles bytes cannot hold a session open either.
 	IdleTimeout time.Duration
 	// MaxDuration ends a session this long after it was accepted,
 	// however busy it is; 0 means no limit.
@@ -351,6 +354,13 @@ type conn struct {
 	peer     string
 	// buf, when set, buffers reads from the socket (DaemonOptions.ReadBuffer).
 	buf *bufio.Reader
+	// frame follows the packets in what go-milter reads, so that the idle
+	// time is counted per packet: from when go-milter starts reading one
+	// until it has the whole packet. Counted per read instead, one byte a
+	// second would keep a session open for good.
+	frame packetFrame
+	// packetDeadline is when the packet being read must have arrived.
+	packetDeadline time.Time
 	// readDeadline is the read deadline last set on the socket.
 	readDeadline time.Time
 
@@ -382,11 +392,54 @@ func (c *conn) deadline() time.Time {
 // there is one. A timeout or a forced close is logged here and reported to
 // go-milter as the end of the stream, so that it ends the session quietly
 // instead of logging a read error on its own.
-func (c *conn) Read(p []byte) (int, error) {
-	if c.buf != nil {
-		return c.buf.Read(p)
+//
+// The deadline is set when a packet starts and holds until it is whole:
+// the bytes a packet arrives in, however many, do not move it.
+func (c *conn) Read(p []byte) (n int, err error) {
+	if c.frame.atStart() {
+		c.packetDeadline = c.deadline()
 	}
-	return c.readSocket(p)
+	if c.buf != nil {
+		n, err = c.buf.Read(p)
+	} else {
+		n, err = c.readSocket(p)
+	}
+	c.frame.consume(p[:n])
+	return n, err
+}
+
+// packetFrame tracks where a stream of milter packets (a 4-byte
+// big-endian length, then that many bytes) is, as it is read.
+type packetFrame struct {
+	length [4]byte
+	// got counts the bytes of the length read so far.
+	got int
+	// left counts the bytes of the packet still to read after its length.
+	left uint32
+}
+
+// atStart reports whether the next byte starts a packet.
+func (f *packetFrame) atStart() bool { return f.got == 0 && f.left == 0 }
+
+// consume moves past b.
+func (f *packetFrame) consume(b []byte) {
+	for len(b) > 0 {
+		if f.left > 0 {
+			k := len(b)
+			if uint64(k) > uint64(f.left) {
+				k = int(f.left)
+			}
+			f.left -= uint32(k)
+			b = b[k:]
+			continue
+		}
+		f.length[f.got] = b[0]
+		f.got++
+		b = b[1:]
+		if f.got == len(f.length) {
+			f.got, f.left = 0, binary.BigEndian.Uint32(f.length[:])
+		}
+	}
 }
 
 // socketReader is what a session's read buffer fills from.
@@ -395,7 +448,7 @@ type socketReader struct{ c *conn }
 func (r socketReader) Read(p []byte) (int, error) { return r.c.readSocket(p) }
 
 func (c *conn) readSocket(p []byte) (int, error) {
-	if err := c.setReadDeadline(); err != nil {
+	if err := c.setReadDeadline(c.packetDeadline); err != nil {
 		return 0, c.ended(err, "read")
 	}
 	n, err := c.Conn.Read(p)
@@ -405,12 +458,11 @@ func (c *conn) readSocket(p []byte) (int, error) {
 	return n, nil
 }
 
-// setReadDeadline moves the read deadline to c.deadline(), unless it would
-// move by less than a twentieth of the idle timeout: a busy session reads
-// several packets a millisecond, and an idle timeout that fires a few
-// percent early does no harm.
-func (c *conn) setReadDeadline() error {
-	dl := c.deadline()
+// setReadDeadline moves the socket's read deadline to dl, unless it would
+// move later by less than a twentieth of the idle timeout: a busy session
+// reads several packets a millisecond, and an idle timeout that fires a
+// few percent early does no harm.
+func (c *conn) setReadDeadline(dl time.Time) error {
 	if dl.Equal(c.readDeadline) {
 		return nil
 	}
@@ -449,6 +501,11 @@ func (c *conn) ended(err error, op string) error {
 	if c.opts.MaxDuration > 0 && age >= c.opts.MaxDuration {
 		c.log().Info("session closed: maximum duration reached",
 			"peer", c.peer, "op", op, "max_duration", c.opts.MaxDuration.String(), "duration", age.Round(time.Millisecond).String())
+	} else if op == "read" {
+		// mid_packet tells a slow or stuck sender from a silent one.
+		c.log().Info("session closed: idle timeout",
+			"peer", c.peer, "op", op, "mid_packet", !c.frame.atStart(),
+			"idle_timeout", c.opts.IdleTimeout.String(), "duration", age.Round(time.Millisecond).String())
 	} else {
 		c.log().Info("session closed: idle timeout",
 			"peer", c.peer, "op", op, "idle_timeout", c.opts.IdleTimeout.String(), "duration", age.Round(time.Millisecond).String())

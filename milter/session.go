@@ -146,10 +146,38 @@ func (s *session) guard(stage string, f func() (gomilter.Response, error)) (resp
 		}
 	}()
 	resp, err = f()
+	var lost mtaGoneError
+	if errors.As(err, &lost) {
+		return s.mtaGone(stage, lost), nil
+	}
 	if err != nil {
 		return s.fail(stage, err, nil), nil
 	}
 	return resp, nil
+}
+
+// mtaGoneError is the failure to send the MTA a change to the message:
+// only the connection can fail there, so the MTA hung up or stopped
+// reading (its own timeout expired, it was restarted). That is no fault
+// of ours and is not counted as one.
+type mtaGoneError struct{ err error }
+
+func (e mtaGoneError) Error() string { return "sending to the MTA: " + e.err.Error() }
+func (e mtaGoneError) Unwrap() error { return e.err }
+
+// mtaGone records a message whose MTA went away before it could be
+// answered, and returns the tempfail reply, which goes nowhere but keeps
+// the rule that a failed message is never passed.
+func (s *session) mtaGone(stage string, err error) gomilter.Response {
+	s.msg.failed = true
+	s.msg.logged = true
+	s.logger().LogAttrs(context.Background(), slog.LevelWarn, "spf connection lost, message not answered",
+		slog.String("stage", stage),
+		slog.Any("error", err),
+		slog.String("queue_id", s.msg.queueID),
+		slog.String("client_ip", addrString(s.conn.ip)),
+		slog.String("sender", senderString(s.msg.sender)))
+	return tempfailResponse()
 }
 
 // fail records an internal failure and returns the tempfail reply; the rest
@@ -513,7 +541,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 		if d := s.msg.decision; d.Action == config.Quarantine && !d.DryRun {
 			if err := m.Quarantine(d.Text); err != nil {
-				return nil, fmt.Errorf("quarantine: %w", err)
+				return nil, mtaGoneError{fmt.Errorf("quarantine: %w", err)}
 			}
 		}
 		s.endMessage()
@@ -521,13 +549,15 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	})
 }
 
-// editHeaders removes forged headers and inserts ours at the top.
+// editHeaders removes forged headers and inserts ours at the top. Its
+// errors are mtaGoneError: a Modifier fails only when writing to the MTA
+// does.
 func (s *session) editHeaders(m *gomilter.Modifier) error {
 	cfg := s.rt.Config
 	if cfg.Headers.RemoveForged {
 		for _, c := range s.msg.forged.changes() {
 			if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
-				return fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)
+				return mtaGoneError{fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
 			}
 		}
 	}
@@ -536,7 +566,7 @@ func (s *session) editHeaders(m *gomilter.Modifier) error {
 	// the bottom up so the message reads in HeaderFields order.
 	for i := len(fields) - 1; i >= 0; i-- {
 		if err := m.InsertHeader(0, fields[i].Name, fields[i].Value); err != nil {
-			return fmt.Errorf("insert %s: %w", fields[i].Name, err)
+			return mtaGoneError{fmt.Errorf("insert %s: %w", fields[i].Name, err)}
 		}
 	}
 	return nil
