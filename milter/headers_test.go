@@ -2,10 +2,16 @@ package milter
 
 import (
 	"math/rand/v2"
+	"net/mail"
+	"net/netip"
+	"net/textproto"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -171,4 +177,155 @@ func TestHeaderFields(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkField fails unless f is one well-formed RFC 5322 header field as
+// the MTA will write it, folded with CRLF: printable ASCII only, no line
+// over 998 octets (§2.1.1), continuation lines starting with the space
+// they were folded at and never blank, no line over 78 characters when it
+// has a place to fold (§2.2.3), and parsing back to one field whose value
+// is the unfolded text. It returns that unfolded value.
+func checkField(t testing.TB, f Field) string {
+	t.Helper()
+	if f.Name != headerReceivedSPF && f.Name != headerAuthResults {
+		t.Fatalf("field name %q", f.Name)
+	}
+	lines := strings.Split(f.Name+": "+f.Value, "\n")
+	for i, line := range lines {
+		for j := 0; j < len(line); j++ {
+			if c := line[j]; c < 0x20 || c > 0x7e {
+				t.Fatalf("%s: byte %#02x in line %d: %q", f.Name, c, i+1, line)
+			}
+		}
+		if len(line) > 998 {
+			t.Errorf("%s: line %d is %d octets, over RFC 5322's 998", f.Name, i+1, len(line))
+		}
+		content := line // the part fold could have broken
+		if i == 0 {
+			content = line[len(f.Name)+len(": "):]
+		} else if !strings.HasPrefix(line, " ") || strings.TrimSpace(line) == "" {
+			t.Errorf("%s: bad continuation line %d: %q", f.Name, i+1, line)
+		}
+		if len(line) > maxLineLength && nextBreak(content, 0) < len(content) {
+			t.Errorf("%s: line %d is %d characters and could have been folded: %q", f.Name, i+1, len(line), line)
+		}
+	}
+	unfolded := strings.ReplaceAll(f.Value, "\n", "")
+	raw := f.Name + ": " + strings.ReplaceAll(f.Value, "\n", "\r\n") + "\r\n\r\n"
+	m, err := mail.ReadMessage(strings.NewReader(raw))
+	if err != nil {
+		t.Fatalf("%s does not parse: %v", f.Name, err)
+	}
+	key := textproto.CanonicalMIMEHeaderKey(f.Name)
+	if len(m.Header) != 1 || len(m.Header[key]) != 1 || m.Header[key][0] != unfolded {
+		t.Fatalf("%s parses as %q, want one field %q", f.Name, m.Header, unfolded)
+	}
+	return unfolded
+}
+
+// checkHeaderFields fails unless HeaderFields for outcomes is, field by
+// field, what the spf package formats, each one well-formed (checkField),
+// and read by go-msgauth as the outcomes' results.
+func checkHeaderFields(t testing.TB, cfg *config.Config, outcomes ...*spf.Outcome) {
+	t.Helper()
+	var want []string
+	var results []spf.Result // of Authentication-Results, HELO first
+	for _, o := range outcomes {
+		if o != nil && o.Identity == spf.IdentityMailFrom {
+			want = append(want, o.ReceivedSPF(cfg.Receiver))
+		}
+	}
+	for _, o := range outcomes {
+		if o != nil && o.Identity != spf.IdentityMailFrom {
+			want = append(want, o.ReceivedSPF(cfg.Receiver))
+			results = append(results, o.Result)
+		}
+	}
+	for _, o := range outcomes {
+		if o != nil && o.Identity == spf.IdentityMailFrom {
+			results = append(results, o.Result)
+		}
+	}
+	want = append(want, spf.AuthenticationResults(cfg.AuthservID, outcomes...))
+	fields := HeaderFields(cfg, outcomes...)
+	if len(fields) != len(want) {
+		t.Fatalf("%d fields, want %d", len(fields), len(want))
+	}
+	for i, f := range fields {
+		if got := checkField(t, f); got != want[i] {
+			t.Errorf("field %d unfolds to\n%q, want\n%q", i, got, want[i])
+		}
+	}
+	ar := fields[len(fields)-1]
+	id, got, err := authres.Parse(ar.Value)
+	if err != nil || id != cfg.AuthservID || len(got) != len(results) {
+		t.Fatalf("authres.Parse(%q) = %q, %d results, %v", ar.Value, id, len(got), err)
+	}
+	for i, r := range got {
+		if s, ok := r.(*authres.SPFResult); !ok || string(s.Value) != string(results[i]) {
+			t.Errorf("authres.Parse: result %d is %+v, want spf=%s", i, r, results[i])
+		}
+	}
+}
+
+// hostileText holds, for each kind of hostile input the milter can meet,
+// a value of that kind.
+var hostileText = []struct{ name, v string }{
+	{"CR", "a\rb.example"},
+	{"LF", "a\nb.example"},
+	{"CRLF header injection", "a.example\r\nX-Injected: yes"},
+	{"CRLF fold injection", "a.example\r\n\tx"},
+	{"NUL", "a\x00b.example"},
+	{"control bytes", "a\x01\x07\x08\x1b[0m\x1fb.example"},
+	{"DEL", "a\x7fb.example"},
+	{"valid UTF-8", "b\u00fccher.\u4f8b\u3048.example \u2603"},
+	{"invalid UTF-8", "a\xc3\x28\xff\xfeb\xe2\x82.example"},
+	{"10 KB", strings.Repeat("a", 10240)},
+	{"10 KB of words", strings.Repeat("ab ", 3414)},
+	{"10 KB of specials", strings.Repeat(`"\();=%`, 1463)},
+	{"10 KB of controls", strings.Repeat("\r\n\x00", 3414)},
+	{"structure", `x"; spf=pass smtp.mailfrom=victim.example (y\`},
+}
+
+func TestHeaderFieldsHostile(t *testing.T) {
+	for _, hv := range hostileText {
+		for _, r := range spf.Results {
+			t.Run(hv.name+"/"+string(r), func(t *testing.T) {
+				mf := &spf.Outcome{
+					Result: r, Identity: spf.IdentityMailFrom, Domain: hv.v, Sender: hv.v + "@" + hv.v,
+					IP: netip.MustParseAddr("2001:db8::1"), HELO: hv.v, Mechanism: hv.v, Problem: hv.v,
+				}
+				helo := &spf.Outcome{
+					Result: r, Identity: spf.IdentityHELO, Domain: hv.v, Sender: "postmaster@" + hv.v,
+					IP: mf.IP, HELO: hv.v, Mechanism: hv.v, Problem: hv.v,
+				}
+				cfg := testConfig()
+				checkHeaderFields(t, cfg, mf, helo)
+				checkHeaderFields(t, cfg, helo)
+				// A receiver name is the admin's, but still text.
+				cfg.Receiver = hv.v
+				checkHeaderFields(t, cfg, mf)
+			})
+		}
+	}
+}
+
+// FuzzHeaderFields checks checkHeaderFields on arbitrary outcome values.
+func FuzzHeaderFields(f *testing.F) {
+	f.Add("joe@example.org", "mail.example.org", "example.org", "-all", "", "mx.example.net", uint8(3))
+	f.Add(strings.Repeat("a ", 60), strings.Repeat("b", 300), "", "", "x; y=z", "", uint8(6))
+	f.Add("\r\n\x00", "\xff", "(", `\`, `"`, "\u2603", uint8(0x25))
+	f.Fuzz(func(t *testing.T, sender, helo, domain, mechanism, problem, receiver string, result uint8) {
+		mf := &spf.Outcome{
+			Result: spf.Results[int(result)%len(spf.Results)], Identity: spf.IdentityMailFrom, Domain: domain,
+			Sender: sender, IP: netip.MustParseAddr("192.0.2.1"), HELO: helo, Mechanism: mechanism, Problem: problem,
+		}
+		h := &spf.Outcome{
+			Result: spf.Results[int(result>>4)%len(spf.Results)], Identity: spf.IdentityHELO, Domain: helo,
+			Sender: "postmaster@" + helo, IP: mf.IP, HELO: helo, Mechanism: mechanism, Problem: problem,
+		}
+		cfg := testConfig()
+		cfg.Receiver = receiver
+		checkHeaderFields(t, cfg, mf, h)
+	})
 }

@@ -1,7 +1,9 @@
 package milter
 
 import (
+	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -198,4 +200,136 @@ func TestSanitizeReply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replyRE is one SMTP reply line as a milter may hand it to Postfix and
+// Sendmail: a 4xx or 5xx code, an RFC 3463 enhanced code, and printable
+// ASCII text, on one line (RFC 5321 §4.2, no continuation).
+var replyRE = regexp.MustCompile(`^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3} ([ -~]+)$`)
+
+// checkReply fails unless d's reply, decided on result r, is one valid
+// reply line: 4xx for a tempfail or a temperror and 5xx otherwise, codes
+// whose classes agree (Sendmail drops the text otherwise), text of printable
+// ASCII with every '%' doubled for the MTA (NOTES.md) and reading back as
+// d.Text, and the whole line, CRLF included, within RFC 5321's 512
+// octets (§4.5.3.1.5). A quarantine reason must be one printable line too.
+func checkReply(t testing.TB, d Decision, r spf.Result) {
+	t.Helper()
+	checkText := func(what, s string) {
+		t.Helper()
+		if s == "" || strings.TrimSpace(s) != s || len(s) > maxReplyText {
+			t.Errorf("%s %q: empty, padded or over %d bytes", what, s, maxReplyText)
+		}
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 || s[i] > 0x7e {
+				t.Fatalf("%s %q: byte %#02x", what, s, s[i])
+			}
+		}
+	}
+	reply := d.Reply()
+	switch d.Action {
+	case config.Accept:
+		if reply != "" || d.Text != "" {
+			t.Errorf("accept with reply %q, text %q", reply, d.Text)
+		}
+		return
+	case config.Quarantine:
+		if reply != "" {
+			t.Errorf("quarantine with reply %q", reply)
+		}
+		checkText("hold reason", d.Text)
+		return
+	}
+	m := replyRE.FindStringSubmatch(reply)
+	if m == nil || m[1] != m[2] {
+		t.Fatalf("reply %q is not one line of code, matching enhanced code and printable text", reply)
+	}
+	if want4 := d.Action == config.Tempfail || r == spf.TempError; want4 != (m[1] == "4") {
+		t.Errorf("%s of %s answered %q", d.Action, r, reply)
+	}
+	if strings.Contains(strings.ReplaceAll(m[3], "%%", ""), "%") {
+		t.Errorf("reply %q has a lone '%%'", reply)
+	}
+	if got := strings.ReplaceAll(m[3], "%%", "%"); got != d.Text {
+		t.Errorf("reply text %q does not read back as %q", m[3], d.Text)
+	}
+	if len(reply)+len("\r\n") > 512 {
+		t.Errorf("reply is %d octets with CRLF, over 512", len(reply)+2)
+	}
+	checkText("reply text", d.Text)
+}
+
+// hostileReplyText is what a DNS zone or a client can put into a reply.
+var hostileReplyText = []struct{ name, v string }{
+	{"CR", "a\rb"},
+	{"LF", "a\nb"},
+	{"CRLF and a fake reply", "no\r\n250 2.0.0 OK\r\n"},
+	{"continuation line", "x\r\n550-5.7.23 more"},
+	{"NUL", "a\x00b"},
+	{"control bytes", "a\x01\x07\x1b[31m\x1fb"},
+	{"DEL", "a\x7fb"},
+	{"valid UTF-8", "b\u00fccher \u2603 \U0001F600"},
+	{"invalid UTF-8", "a\xc3\x28\xff\xfe\xe2\x82b"},
+	{"percent", "100% %s %n %{s} %%"},
+	{"10 KB", strings.Repeat("a", 10240)},
+	{"10 KB of words", strings.Repeat("ab ", 3414)},
+	{"10 KB of percent", strings.Repeat("%", 10240)},
+	{"10 KB of controls", strings.Repeat("\r\n\x00", 3414)},
+	{"only control", "\r\n\t\x00"},
+}
+
+// TestReplyHostile puts hostile text into every part of an outcome that
+// can reach a reply, under every refusing action and result, with and
+// without a template.
+func TestReplyHostile(t *testing.T) {
+	templates := []string{"", "%{s} from %{i} at %{h}: see %{r}", "%{S}%{L}%{O}%{D}%{H}"}
+	for _, hv := range hostileReplyText {
+		for _, r := range spf.Results {
+			for _, a := range []config.Action{config.Reject, config.Tempfail, config.Quarantine} {
+				for ti, tmpl := range templates {
+					t.Run(fmt.Sprintf("%s/%s/%s/%d", hv.name, r, a, ti), func(t *testing.T) {
+						cfg := testConfig()
+						cfg.Policy.MailFrom[r] = a
+						cfg.Policy.HELO[r] = a
+						if tmpl != "" {
+							cfg.Replies[r] = tmpl
+						}
+						o := &spf.Outcome{
+							Result: r, Identity: spf.IdentityMailFrom, Domain: hv.v, Sender: hv.v + "@" + hv.v,
+							IP: netip.MustParseAddr("192.0.2.1"), HELO: hv.v, Explanation: hv.v, Problem: hv.v,
+						}
+						checkReply(t, Decide(cfg, o), r)
+						o.Identity = spf.IdentityHELO
+						checkReply(t, Decide(cfg, o), r)
+					})
+				}
+			}
+		}
+	}
+}
+
+// FuzzReply checks checkReply on decisions about arbitrary outcomes and
+// reply templates.
+func FuzzReply(f *testing.F) {
+	f.Add("example.org does not allow 192.0.2.1", "", "alice@example.org", "mx.example.org", "", uint8(3), uint8(1))
+	f.Add("100% sure\r\n250 OK", "x", "\"a b\"@x\x00", "\xff", "%{s} %{i} %%", uint8(0x15), uint8(2))
+	f.Add(strings.Repeat("%", 300), "", "", "", "%{S}", uint8(4), uint8(3))
+	f.Fuzz(func(t *testing.T, explanation, problem, sender, helo, tmpl string, result, action uint8) {
+		r := spf.Results[int(result)%len(spf.Results)]
+		actions := []config.Action{config.Accept, config.Reject, config.Tempfail, config.Quarantine}
+		cfg := testConfig()
+		cfg.Policy.MailFrom[r] = actions[int(action)%len(actions)]
+		cfg.Policy.HELO[r] = actions[int(action>>2)%len(actions)]
+		cfg.Replies[r] = tmpl // one that does not parse falls back
+		o := &spf.Outcome{
+			Result: r, Identity: spf.IdentityMailFrom, Domain: helo, Sender: sender,
+			IP: netip.MustParseAddr("2001:db8::1"), HELO: helo, Explanation: explanation, Problem: problem,
+		}
+		if result&0x80 != 0 {
+			o.IP = netip.Addr{}
+		}
+		checkReply(t, Decide(cfg, o), r)
+		o.Identity = spf.IdentityHELO
+		checkReply(t, Decide(cfg, o), r)
+	})
 }

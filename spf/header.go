@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"slices"
 	"strings"
-
-	"github.com/emersion/go-msgauth/authres"
 )
 
 // maxHeaderValue caps every value copied into a header. The longest
@@ -104,22 +102,23 @@ func (o *Outcome) sentence(res Result) string {
 	}
 }
 
-// AuthResult returns the spf= entry of an Authentication-Results header for
-// o (RFC 8601 §2.7.2, RFC 7208 §9.2): smtp.mailfrom holds the bare MAIL
-// FROM domain, smtp.helo the HELO name, and reason the problem of a
-// temperror or permerror.
-//
-// Its values are already made safe for authres.Format: no control
-// characters, no non-ASCII text, nothing that library would write unquoted
-// where RFC 8601 does not allow it.
-func (o *Outcome) AuthResult() *authres.SPFResult {
-	r := &authres.SPFResult{
-		Value:  authres.ResultValue(headerResult(o.Result)),
-		Reason: cleanReason(o.Problem),
-	}
+// authEntry is one spf= entry of an Authentication-Results header, its
+// values cleaned but not yet quoted.
+type authEntry struct {
+	result Result
+	reason string // reason=, for a problem
+	helo   string // smtp.helo=, for the HELO identity
+	from   string // smtp.mailfrom=, for the MAIL FROM identity
+}
+
+// authEntry returns the spf= entry for o (RFC 8601 §2.7.2, RFC 7208 §9.2):
+// smtp.mailfrom holds the bare MAIL FROM domain, smtp.helo the HELO name,
+// and reason the problem of a temperror, permerror or none.
+func (o *Outcome) authEntry() authEntry {
+	e := authEntry{result: headerResult(o.Result), reason: cleanReason(o.Problem)}
 	if o.Identity == IdentityHELO {
-		r.Helo = cleanPvalue(o.HELO)
-		return r
+		e.helo = cleanPvalue(o.HELO)
+		return e
 	}
 	// OpenDMARC compares smtp.mailfrom with the envelope domain and only
 	// matches a bare domain (NOTES.md), so the local part is dropped.
@@ -129,8 +128,8 @@ func (o *Outcome) AuthResult() *authres.SPFResult {
 			domain = o.Sender[at+1:]
 		}
 	}
-	r.From = cleanPvalue(domain)
-	return r
+	e.from = cleanPvalue(domain)
+	return e
 }
 
 // AuthenticationResults returns the value (without the field name) of an
@@ -139,6 +138,13 @@ func (o *Outcome) AuthResult() *authres.SPFResult {
 // SpamAssassin reads only the last spf= entry of a header, and the MAIL FROM
 // result is the one it should act on. Nil outcomes are skipped; with none
 // left the header says "none" (RFC 8601 §2.2).
+//
+// Like ReceivedSPF, the value is one line of printable ASCII whatever the
+// outcomes hold, every value is a token, an address or a quoted-string as
+// RFC 8601 requires, and no value holds a ';' or '=' (see cleanReason).
+// It is written here rather than by go-msgauth's authres.Format, which
+// writes some values bare that RFC 8601 requires quoted and does not escape
+// a backslash inside a quoted-string.
 func AuthenticationResults(authservID string, outcomes ...*Outcome) string {
 	ordered := make([]*Outcome, 0, len(outcomes))
 	for _, o := range outcomes {
@@ -149,13 +155,31 @@ func AuthenticationResults(authservID string, outcomes ...*Outcome) string {
 	slices.SortStableFunc(ordered, func(a, b *Outcome) int {
 		return cmp.Compare(identityRank(a.Identity), identityRank(b.Identity))
 	})
-	results := make([]authres.Result, len(ordered))
-	for i, o := range ordered {
-		results[i] = o.AuthResult()
+	var b strings.Builder
+	b.WriteString(authservToken(authservID))
+	if len(ordered) == 0 {
+		b.WriteString("; none")
+		return b.String()
 	}
-	// authres.Format writes the authserv-id as given and leaves a space after
-	// a result without properties.
-	return strings.TrimRight(authres.Format(authservToken(authservID), results), " ")
+	for _, o := range ordered {
+		e := o.authEntry()
+		b.WriteString("; spf=")
+		b.WriteString(string(e.result))
+		// RFC 8601 §2.2: the reason comes before the properties.
+		if e.reason != "" {
+			b.WriteString(" reason=")
+			b.WriteString(tokenOrQuoted(e.reason))
+		}
+		if e.helo != "" {
+			b.WriteString(" smtp.helo=")
+			b.WriteString(pvalue(e.helo))
+		}
+		if e.from != "" {
+			b.WriteString(" smtp.mailfrom=")
+			b.WriteString(pvalue(e.from))
+		}
+	}
+	return b.String()
 }
 
 func identityRank(id Identity) int {
@@ -198,27 +222,80 @@ func cleanText(s string) string {
 	return b.String()
 }
 
-// cleanReason prepares a reason= value for authres.Format, which always
-// writes it as a quoted-string when it holds a backslash, a quote, a space
-// or another tspecial, but escapes only '"': backslashes are escaped here so
-// that the quoted-string it writes is correct.
+// cleanReason prepares a reason= value: clean text in which ';' becomes ','
+// and '=' becomes ':'. Both are legal inside the quoted-string, but many
+// readers of Authentication-Results do not honour quoting: go-msgauth's
+// authres.Parse and SpamAssassin's regex split results at every ';' (a
+// reason "x; spf=pass" would read as a second, passing, result), and they
+// take any "key=value" word after the result as a property (a reason
+// holding "smtp.mailfrom=victim.example" would name another domain). The
+// reason can hold DNS text, so nothing in it may look like structure.
 func cleanReason(s string) string {
-	return strings.ReplaceAll(cleanText(s), `\`, `\\`)
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ';':
+			return ','
+		case '=':
+			return ':'
+		}
+		return r
+	}, cleanText(s))
 }
 
-// cleanPvalue prepares an smtp.mailfrom or smtp.helo value for
-// authres.Format, which writes a value unquoted when it looks like an
-// address, counting ',' and '\' as address characters although neither may
-// appear unquoted there (RFC 8601 pvalue). Those become '?', which makes
-// authres quote the value; a domain or HELO name holding them is garbage
-// anyway.
+// cleanPvalue prepares an smtp.mailfrom or smtp.helo value: clean text in
+// which ';' and '=' become '?', for the readers cleanReason describes. A
+// domain or HELO name holding them is garbage anyway.
 func cleanPvalue(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r == ',' || r == '\\' {
+		if r == ';' || r == '=' {
 			return '?'
 		}
 		return r
 	}, cleanText(s))
+}
+
+// tokenOrQuoted returns s as an RFC 2045 token when it is one, else as a
+// quoted-string: the RFC 8601 value. s must already be clean.
+func tokenOrQuoted(s string) string {
+	if s != "" && isToken(s) {
+		return s
+	}
+	return quoteString(s)
+}
+
+// pvalue returns s as an RFC 8601 pvalue: bare when it is a token or an
+// address ([local-part] "@" domain-name, or a domain-name alone, since
+// "." is not a tspecial), else a quoted-string. s must already be clean.
+func pvalue(s string) string {
+	if isAddress(s) {
+		return s
+	}
+	return tokenOrQuoted(s)
+}
+
+// isAddress reports whether s is "[local-part] @ domain-name" as RFC 8601's
+// pvalue allows it bare: a dot-atom local part (possibly empty) and an
+// RFC 6376 domain-name, labels of letters, digits and inner hyphens.
+func isAddress(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return false
+	}
+	if local := s[:at]; local != "" && !isDotAtom(local) {
+		return false
+	}
+	labels := strings.Split(s[at+1:], ".")
+	for _, l := range labels {
+		if l == "" || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !isAlpha(c) && !isDigit(c) && c != '-' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // authservToken returns id as an RFC 8601 authserv-id (a MIME token or a

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-msgauth/authres"
 )
 
 // headerOutcome builds the outcome of a check of joe@example.org (or, for
@@ -188,15 +190,58 @@ func TestAuthenticationResultsForms(t *testing.T) {
 	}
 }
 
-func TestAuthResult(t *testing.T) {
-	o := headerOutcome(IdentityMailFrom, PermError)
-	r := o.AuthResult()
-	if r.Value != "permerror" || r.Reason != "more than 10 DNS lookups" || r.From != "example.org" || r.Helo != "" {
-		t.Errorf("AuthResult(mailfrom) = %+v", *r)
+func TestAuthEntry(t *testing.T) {
+	tests := []struct {
+		name string
+		o    *Outcome
+		want authEntry
+	}{
+		{"mailfrom with a problem", headerOutcome(IdentityMailFrom, PermError),
+			authEntry{result: PermError, reason: "more than 10 DNS lookups", from: "example.org"}},
+		{"helo", headerOutcome(IdentityHELO, Pass), authEntry{result: Pass, helo: "mail.example.org"}},
+		{"domain from the sender", &Outcome{Result: Pass, Identity: IdentityMailFrom, Sender: "a@b.example"},
+			authEntry{result: Pass, from: "b.example"}},
+		// Readers that ignore quoting split at ';' and take key=value
+		// words as properties (see cleanReason).
+		{"structure in the reason", &Outcome{Result: PermError, Identity: IdentityHELO, HELO: "h;x=y",
+			Problem: "2 records; spf=pass smtp.mailfrom=victim.example"},
+			authEntry{result: PermError, reason: "2 records, spf:pass smtp.mailfrom:victim.example", helo: "h?x?y"}},
+		{"unknown result", &Outcome{Result: "pass; x", Identity: IdentityMailFrom}, authEntry{result: PermError}},
 	}
-	h := headerOutcome(IdentityHELO, Pass).AuthResult()
-	if h.Value != "pass" || h.Reason != "" || h.From != "" || h.Helo != "mail.example.org" {
-		t.Errorf("AuthResult(helo) = %+v", *h)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.o.authEntry(); got != tt.want {
+				t.Errorf("authEntry() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPvalue(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"example.org", "example.org"},
+		{"mail.example.org", "mail.example.org"},
+		{"_spf.example.org", "_spf.example.org"}, // a token
+		{"joe@example.org", "joe@example.org"},
+		{"@example.org", "@example.org"},
+		{"a.b+c@x-y.example", "a.b+c@x-y.example"},
+		// Each of these authres.Format would have written bare.
+		{"[192.0.2.1]", `"[192.0.2.1]"`},
+		{"a/b", `"a/b"`},
+		{"a,b", `"a,b"`},
+		{`a\b`, `"a\\b"`},
+		{"a@b@c", `"a@b@c"`},
+		{"joe@-bad-.example", `"joe@-bad-.example"`},
+		{"joe@a..b", `"joe@a..b"`},
+		{"a..b@example.org", `"a..b@example.org"`},
+		{"a b", `"a b"`},
+		{`"q"`, `"\"q\""`},
+		{"", `""`},
+	}
+	for _, tt := range tests {
+		if got := pvalue(tt.in); got != tt.want {
+			t.Errorf("pvalue(%q) = %s, want %s", tt.in, got, tt.want)
+		}
 	}
 }
 
@@ -219,6 +264,23 @@ var hostileValues = []struct {
 	{"commas", "a,b", "a,b"},
 	{"very long", strings.Repeat("a", 5000), strings.Repeat("a", maxHeaderValue-3) + "..."},
 	{"long 8-bit", strings.Repeat("\xff", 1000), strings.Repeat("?", maxHeaderValue-3) + "..."},
+	{"bare cr", "a\rb", "a?b"},
+	{"fold injection", "a\r\n b", "a?? b"},
+	{"other controls", "\x01\x02\x1f\x08", "????"},
+	{"del", "\x7f", "?"},
+	{"invalid utf-8", "\xc3\x28\xa0\xa1\xe2\x82", "?(????"},
+	{"utf-8 of every width", "\u00e9\u2603\U0001F600", "???"},
+	{"10 KB", strings.Repeat("b", 10240), strings.Repeat("b", maxHeaderValue-3) + "..."},
+	{"10 KB of quotes", strings.Repeat(`"`, 10240), strings.Repeat(`"`, maxHeaderValue-3) + "..."},
+	{"10 KB of backslashes", strings.Repeat(`\`, 10240), strings.Repeat(`\`, maxHeaderValue-3) + "..."},
+	{"10 KB of parentheses", strings.Repeat("(", 10240), strings.Repeat("(", maxHeaderValue-3) + "..."},
+	{"10 KB of words", strings.Repeat("ab ", 3414), strings.Repeat("ab ", 85)[:maxHeaderValue-3] + "..."},
+	{"10 KB of NUL", strings.Repeat("\x00", 10240), strings.Repeat("?", maxHeaderValue-3) + "..."},
+	{"result injection", "x; spf=pass smtp.mailfrom=victim.example", "x; spf=pass smtp.mailfrom=victim.example"},
+	{"property injection", "x smtp.helo=victim.example smtp.mailfrom=victim.example", "x smtp.helo=victim.example smtp.mailfrom=victim.example"},
+	{"identity injection", "x; identity=mailfrom; envelope-from=victim.example", "x; identity=mailfrom; envelope-from=victim.example"},
+	{"quoted-string breakout", `a" b; c="d`, `a" b; c="d`},
+	{"comment breakout", `a\) b (c`, `a\) b (c`},
 }
 
 // hostileOutcome fills every text field of an outcome with v.
@@ -268,6 +330,7 @@ func TestReceivedSPFHostile(t *testing.T) {
 					if strings.Join(pairs, "\x00") != strings.Join(want, "\x00") {
 						t.Errorf("pairs\n got %q\nwant %q\nfrom %s", pairs, want, got)
 					}
+					checkSpamAssassinReceivedSPF(t, got, r, id)
 				})
 			}
 		}
@@ -307,22 +370,27 @@ func TestAuthenticationResultsHostile(t *testing.T) {
 				if id != hv.clean {
 					t.Errorf("authserv-id %q, want %q", id, hv.clean)
 				}
-				// In smtp.* values ',' and '\' are replaced (see cleanPvalue).
-				pv := strings.NewReplacer(",", "?", `\`, "?").Replace(hv.clean)
+				// ';' and '=' are replaced in reason and smtp.* values
+				// (see cleanReason).
+				reason := strings.NewReplacer(";", ",", "=", ":").Replace(hv.clean)
+				pv := strings.NewReplacer(";", "?", "=", "?").Replace(hv.clean)
 				want := []string{
-					"spf=" + string(r), "reason=" + hv.clean, "smtp.helo=" + pv,
-					"spf=" + string(r), "reason=" + hv.clean, "smtp.mailfrom=" + pv,
+					"spf=" + string(r), "reason=" + reason, "smtp.helo=" + pv,
+					"spf=" + string(r), "reason=" + reason, "smtp.mailfrom=" + pv,
 				}
 				if strings.Join(results, "\x00") != strings.Join(want, "\x00") {
 					t.Errorf("results\n got %q\nwant %q\nfrom %s", results, want, got)
 				}
+				// What go-msgauth and SpamAssassin make of it, with a
+				// well-formed authserv-id.
+				checkHeaderReaders(t, "mx.example.net", []*Outcome{mf, helo})
 			})
 		}
 	}
 }
 
 // checkPrintable fails unless s is one line of printable ASCII.
-func checkPrintable(t *testing.T, s string) {
+func checkPrintable(t testing.TB, s string) {
 	t.Helper()
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] > 0x7e {
@@ -333,7 +401,7 @@ func checkPrintable(t *testing.T, s string) {
 
 // checkOneHeader parses name: value as a message header and fails unless
 // exactly that one field comes out, with the same value.
-func checkOneHeader(t *testing.T, name, value string) {
+func checkOneHeader(t testing.TB, name, value string) {
 	t.Helper()
 	m, err := mail.ReadMessage(strings.NewReader(name + ": " + value + "\r\n\r\n"))
 	if err != nil {
@@ -349,8 +417,11 @@ var (
 	dotAtomRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 	// RFC 2045 token: printable ASCII but space and tspecials.
 	tokenRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`{|}~-]+$")
-	// RFC 8601 pvalue written bare: [[local-part] "@"] domain-name.
-	addrRE = regexp.MustCompile("^([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]*@)?([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])$")
+	// RFC 8601 pvalue written bare: a token, or [local-part] "@"
+	// domain-name with a dot-atom local part and RFC 6376 labels.
+	pvalueRE = regexp.MustCompile("^(?:[A-Za-z0-9!#$%&'*+.^_`{|}~-]+|" +
+		"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)?@" +
+		"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
 )
 
 // headerLexer reads the RFC 5322 / RFC 8601 lexical pieces the tests need,
@@ -526,7 +597,7 @@ func parseAuthResults(s string) (authserv string, entries []string, err error) {
 			}
 			name := l.s[l.i : l.i+eq]
 			l.i += eq + 1
-			re := addrRE
+			re := pvalueRE
 			if first || name == "reason" {
 				re = tokenRE
 			}
@@ -541,4 +612,228 @@ func parseAuthResults(s string) (authserv string, entries []string, err error) {
 			}
 		}
 	}
+}
+
+// The regexes SpamAssassin 4.0 (Plugin/SPF.pm) reads our headers with.
+var (
+	saReceivedSPF = regexp.MustCompile(`(?i)^received-spf:\s*(pass|neutral|(?:soft)?fail|(?:temp|perm)error|none)\b(?:.*\bidentity=(\S+?);?\b)?`)
+	saAuthResults = regexp.MustCompile(`(?i)^(?:Arc\-)?Authentication-Results:.*;\s*SPF\s*=\s*([^;]*)`)
+	saAuthEntry   = regexp.MustCompile(`(?i)^(pass|neutral|(?:hard|soft)?fail|(?:temp|perm)error|none)(?:[^;]*?\bsmtp\.(\S+)\s*=[^;]+)?`)
+)
+
+// checkSpamAssassinReceivedSPF fails unless SpamAssassin reads result r
+// and identity id (when it is one of ours) from the Received-SPF value v.
+func checkSpamAssassinReceivedSPF(t testing.TB, v string, r Result, id Identity) {
+	t.Helper()
+	m := saReceivedSPF.FindStringSubmatch("Received-SPF: " + v)
+	wantID := string(id)
+	if id != IdentityMailFrom && id != IdentityHELO {
+		wantID = ""
+	}
+	if m == nil || m[1] != string(headerResult(r)) || m[2] != wantID {
+		t.Errorf("SpamAssassin reads %q from Received-SPF: %s; want %s, identity %q", m, v, headerResult(r), wantID)
+	}
+}
+
+// checkHeaderReaders fails unless go-msgauth's authres.Parse and
+// SpamAssassin, which both ignore quoting, read from the
+// Authentication-Results of outcomes exactly our results: one entry per
+// outcome, each with its result, and no property that another value
+// smuggled in. authserv must be a well-formed authserv-id.
+func checkHeaderReaders(t testing.TB, authserv string, outcomes []*Outcome) {
+	t.Helper()
+	ar := AuthenticationResults(authserv, outcomes...)
+	var ordered []*Outcome
+	for _, o := range outcomes {
+		if o != nil && o.Identity == IdentityHELO {
+			ordered = append(ordered, o)
+		}
+	}
+	for _, o := range outcomes {
+		if o != nil && o.Identity != IdentityHELO {
+			ordered = append(ordered, o)
+		}
+	}
+
+	id, results, err := authres.Parse(ar)
+	if err != nil || id != authserv || len(results) != len(ordered) {
+		t.Fatalf("authres.Parse(%s) = %q, %d results, %v; want %q, %d results", ar, id, len(results), err, authserv, len(ordered))
+	}
+	for i, o := range ordered {
+		r, ok := results[i].(*authres.SPFResult)
+		if !ok || string(r.Value) != string(headerResult(o.Result)) {
+			t.Errorf("authres.Parse: result %d is %+v, want spf=%s in %s", i, results[i], headerResult(o.Result), ar)
+			continue
+		}
+		e := o.authEntry()
+		// authres.Parse splits at spaces and keeps quotes: only a bare
+		// value comes back whole.
+		for _, p := range []struct{ name, got, want string }{{"smtp.helo", r.Helo, e.helo}, {"smtp.mailfrom", r.From, e.from}} {
+			if p.want == "" && p.got != "" {
+				t.Errorf("authres.Parse: result %d has %s=%q, which we did not write, in %s", i, p.name, p.got, ar)
+			}
+			if p.want != "" && pvalue(p.want) == p.want && p.got != p.want {
+				t.Errorf("authres.Parse: result %d has %s=%q, want %q, in %s", i, p.name, p.got, p.want, ar)
+			}
+		}
+	}
+
+	if len(ordered) == 0 {
+		return
+	}
+	last := ordered[len(ordered)-1].authEntry()
+	m := saAuthResults.FindStringSubmatch("Authentication-Results: " + ar)
+	if m == nil {
+		t.Fatalf("SpamAssassin finds no spf= in %s", ar)
+	}
+	e := saAuthEntry.FindStringSubmatch(m[1])
+	wantID := ""
+	switch {
+	case last.from != "":
+		wantID = "mailfrom"
+	case last.helo != "":
+		wantID = "helo"
+	}
+	if e == nil || !strings.EqualFold(e[1], string(last.result)) || e[2] != wantID {
+		t.Errorf("SpamAssassin reads %q from %s; want %s, identity %q", e, ar, last.result, wantID)
+	}
+}
+
+// isCleanValue reports whether s is a value that goes into a header
+// unchanged: printable ASCII, not cut.
+func isCleanValue(s string) bool {
+	if len(s) > maxHeaderValue {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHeaderProperties fails unless the headers of outcomes are each one
+// well-formed header field that every parser here reads as the outcomes
+// say, whatever text they hold. It knows nothing of the values but what
+// the RFCs and the readers require, so a fuzzer can drive it.
+func checkHeaderProperties(t testing.TB, receiver string, outcomes []*Outcome) {
+	t.Helper()
+	for _, o := range outcomes {
+		v := o.ReceivedSPF(receiver)
+		checkPrintable(t, v)
+		checkOneHeader(t, "Received-SPF", v)
+		checkFoldable(t, "Received-SPF", v)
+		res, _, pairs, err := parseReceivedSPF(v)
+		if err != nil {
+			t.Fatalf("Received-SPF does not parse: %v in %s", err, v)
+		}
+		if res != string(headerResult(o.Result)) {
+			t.Errorf("Received-SPF result %q, want %q", res, headerResult(o.Result))
+		}
+		ip := ""
+		if o.IP.IsValid() {
+			ip = o.IP.String()
+		}
+		id := string(o.Identity)
+		if o.Identity != IdentityMailFrom && o.Identity != IdentityHELO {
+			id = ""
+		}
+		// Each key at most once, in this order, with the value given when
+		// that value was clean.
+		order := []struct{ key, in string }{
+			{"client-ip", ip}, {"envelope-from", o.Sender}, {"helo", o.HELO}, {"receiver", receiver},
+			{"mechanism", o.Mechanism}, {"problem", o.Problem}, {"identity", id},
+		}
+		k := 0
+		for i := 0; i < len(pairs); i += 2 {
+			key, val := pairs[i], pairs[i+1]
+			for k < len(order) && order[k].key != key {
+				k++
+			}
+			if k == len(order) {
+				t.Fatalf("Received-SPF key %q out of place in %s", key, v)
+			}
+			if len(val) > maxHeaderValue {
+				t.Errorf("Received-SPF %s is %d bytes, over %d", key, len(val), maxHeaderValue)
+			}
+			if in := order[k].in; isCleanValue(in) && val != in {
+				t.Errorf("Received-SPF %s=%q, want %q", key, val, in)
+			}
+			k++
+		}
+		checkSpamAssassinReceivedSPF(t, v, o.Result, o.Identity)
+	}
+
+	for _, authserv := range []string{"mx.example.net", receiver} {
+		v := AuthenticationResults(authserv, outcomes...)
+		checkPrintable(t, v)
+		checkOneHeader(t, "Authentication-Results", v)
+		checkFoldable(t, "Authentication-Results", v)
+		id, entries, err := parseAuthResults(v)
+		if err != nil {
+			t.Fatalf("Authentication-Results does not parse: %v in %s", err, v)
+		}
+		if isCleanValue(authserv) && id != authserv {
+			t.Errorf("authserv-id %q, want %q", id, authserv)
+		}
+		for _, e := range entries {
+			if strings.ContainsAny(e, ";") || strings.Count(e, "=") != 1 {
+				t.Errorf("entry %q holds ';' or '=' in its value", e)
+			}
+		}
+	}
+	checkHeaderReaders(t, "mx.example.net", outcomes)
+}
+
+// checkFoldable fails unless "name: value" has no run of visible
+// characters too long to fit, with the field name or the folding space, in
+// RFC 5322's 998-octet line (§2.1.1): folding can then keep every line
+// within it.
+func checkFoldable(t testing.TB, name, value string) {
+	t.Helper()
+	for _, w := range strings.Split(value, " ") {
+		if len(name)+len(": ")+len(w) > 998 {
+			t.Errorf("%s holds a %d-byte word that no folding can fit in a line: %.60q...", name, len(w), w)
+		}
+	}
+}
+
+func TestHeaderProperties(t *testing.T) {
+	for _, hv := range hostileValues {
+		for _, r := range append(Results[:len(Results):len(Results)], "bogus") {
+			t.Run(hv.name+"/"+string(r), func(t *testing.T) {
+				outcomes := []*Outcome{hostileOutcome(IdentityMailFrom, r, hv.in), hostileOutcome(IdentityHELO, r, hv.in)}
+				checkHeaderProperties(t, hv.in, outcomes)
+				checkHeaderProperties(t, hv.in, outcomes[:1])
+				checkHeaderProperties(t, hv.in, outcomes[1:])
+			})
+		}
+	}
+}
+
+// FuzzHeaders checks checkHeaderProperties on arbitrary outcome values:
+// a MAIL FROM outcome and a HELO outcome, each header from them one
+// well-formed field read the same by every reader.
+func FuzzHeaders(f *testing.F) {
+	f.Add("joe@example.org", "mail.example.org", "example.org", "-all", "", "mx.example.net", uint8(3), uint8(0))
+	f.Add("\"a b\"@x\r\n", "[192.0.2.1]", "", "ip4:192.0.2.0/24", "x; spf=pass", "mx", uint8(6), uint8(1))
+	f.Add("a\x00b", "h\xff", "d\u00e9", "(", `\`, "", uint8(7), uint8(2))
+	f.Fuzz(func(t *testing.T, sender, helo, domain, mechanism, problem, receiver string, result, id uint8) {
+		results := append(Results[:len(Results):len(Results)], "bogus")
+		r := results[int(result)%len(results)]
+		identities := []Identity{IdentityMailFrom, IdentityHELO, "bogus"}
+		mf := &Outcome{
+			Result: r, Identity: identities[int(id)%len(identities)], Domain: domain, Sender: sender,
+			IP: netip.MustParseAddr("2001:db8::1"), HELO: helo, Mechanism: mechanism, Problem: problem,
+		}
+		if id&0x80 != 0 {
+			mf.IP = netip.Addr{}
+		}
+		h := &Outcome{
+			Result: results[int(result>>4)%len(results)], Identity: IdentityHELO, Domain: helo,
+			Sender: "postmaster@" + helo, IP: mf.IP, HELO: helo, Mechanism: mechanism, Problem: problem,
+		}
+		checkHeaderProperties(t, receiver, []*Outcome{mf, h})
+	})
 }
