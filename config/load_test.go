@@ -831,6 +831,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(full))
 	f.Add([]byte("listen: inet:8895@[::1]\npolicy: {helo: {fail: accept}}\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte(billionLaughs("trusted_networks")))
+	f.Add([]byte("policy: &x {mailfrom: *x, helo: *x}\n"))
 	f.Add([]byte("dns: {servers: [1.2.3.4, 1.2.3.4:53]}\nreplies: {fail: \"%{s}\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("f.yaml", data)
