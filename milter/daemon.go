@@ -31,20 +31,31 @@ type DaemonOptions struct {
 	// MaxDuration ends a session this long after it was accepted,
 	// however busy it is; 0 means no limit.
 	MaxDuration time.Duration
-	// ReadBuffer is the size of the read buffer put on each session's
-	// connection; 0 reads straight from the socket, as go-milter does.
+	// IOBuffer, when over 0, buffers each session's connection: reads go
+	// through a buffer of this size, and the packets written are held until
+	// go-milter next reads, then sent in one write. 0 reads and writes
+	// straight from and to the socket, as plain go-milter does.
+	//
 	// go-milter reads every packet in two reads (its length, then its
 	// body), and an MTA sends the macros and the command of a stage back to
-	// back: a buffer turns those four system calls into about one.
-	ReadBuffer int
+	// back: the read buffer turns those four system calls into about one.
+	// At the end of a message go-milter writes each header change and then
+	// the reply in writes of their own; held, they go out together. Holding
+	// delays nothing: the MTA waits for the reply before it sends more, and
+	// go-milter reads right after it has written the reply.
+	IOBuffer int
 	// Log receives the daemon's own events (timeouts, shutdown); nil means
 	// slog.Default().
 	Log *slog.Logger
 }
 
-// DefaultReadBuffer is the ReadBuffer the daemon runs with unless told
+// DefaultIOBuffer is the IOBuffer the daemon runs with unless told
 // otherwise: a few stages' packets of a typical session fit in it.
-const DefaultReadBuffer = 4096
+const DefaultIOBuffer = 4096
+
+// holdLimit bounds the bytes of written packets held back; past it they
+// are sent at once.
+const holdLimit = 64 << 10
 
 // Daemon serves milter sessions on listeners and can drain them.
 //
@@ -249,8 +260,8 @@ func (d *Daemon) isClosing() bool {
 func (d *Daemon) track(nc net.Conn) (*conn, bool) {
 	opts := d.opts.Load()
 	c := &conn{Conn: nc, d: d, opts: opts, accepted: time.Now(), peer: peerName(nc)}
-	if opts.ReadBuffer > 0 {
-		c.buf = bufio.NewReaderSize(socketReader{c}, opts.ReadBuffer)
+	if opts.IOBuffer > 0 {
+		c.buf = bufio.NewReaderSize(socketReader{c}, opts.IOBuffer)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -352,8 +363,11 @@ type conn struct {
 	opts     *DaemonOptions
 	accepted time.Time
 	peer     string
-	// buf, when set, buffers reads from the socket (DaemonOptions.ReadBuffer).
-	buf *bufio.Reader
+	// buf, when set, buffers reads from the socket, and held collects the
+	// packets written until go-milter reads again (DaemonOptions.IOBuffer).
+	// Only the session's goroutine uses them.
+	buf  *bufio.Reader
+	held []byte
 	// frame follows the packets in what go-milter reads, so that the idle
 	// time is counted per packet: from when go-milter starts reading one
 	// until it has the whole packet. Counted per read instead, one byte a
@@ -396,6 +410,11 @@ func (c *conn) deadline() time.Time {
 // The deadline is set when a packet starts and holds until it is whole:
 // the bytes a packet arrives in, however many, do not move it.
 func (c *conn) Read(p []byte) (n int, err error) {
+	if len(c.held) > 0 {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
 	if c.frame.atStart() {
 		c.packetDeadline = c.deadline()
 	}
@@ -475,8 +494,37 @@ func (c *conn) setReadDeadline(dl time.Time) error {
 }
 
 // Write writes with the session's deadline, so that an MTA that stops
-// reading cannot pin the session either.
+// reading cannot pin the session either. With an IOBuffer, p is held until
+// go-milter reads again (or the session closes) and written with what
+// follows it.
 func (c *conn) Write(p []byte) (int, error) {
+	if c.buf == nil {
+		return c.writeSocket(p)
+	}
+	c.held = append(c.held, p...)
+	if len(c.held) >= holdLimit {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flush writes the packets held back. They are taken off c.held first:
+// a failed write closes the connection, and Close must not flush them
+// again.
+func (c *conn) flush() error {
+	p := c.held
+	if cap(p) > 2*DefaultIOBuffer {
+		c.held = nil // an unusually large burst: do not keep its memory
+	} else {
+		c.held = p[:0:cap(p)]
+	}
+	_, err := c.writeSocket(p)
+	return err
+}
+
+func (c *conn) writeSocket(p []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(c.deadline()); err != nil {
 		return 0, c.ended(err, "write")
 	}
@@ -519,9 +567,18 @@ func (c *conn) ended(err error, op string) error {
 	return err
 }
 
-// Close closes the connection once and ends its tracking.
+// Close closes the connection once and ends its tracking. Packets still
+// held are sent first, unless Shutdown is forcing the close: then the
+// session's goroutine may still be writing them.
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
+		if len(c.held) > 0 && !c.forced.Load() {
+			// Straight to the socket: a failure here has nothing left to
+			// end, and ended would call Close again.
+			_ = c.Conn.SetWriteDeadline(c.deadline())
+			_, _ = c.Conn.Write(c.held)
+			c.held = nil
+		}
 		c.closeErr = c.Conn.Close()
 		c.d.untrack(c)
 		c.log().Debug("session ended", "peer", c.peer, "duration", time.Since(c.accepted).Round(time.Millisecond).String())

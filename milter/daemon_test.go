@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,10 +250,10 @@ func TestListenInet(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
-	for _, rb := range []int{0, DefaultReadBuffer} {
-		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+	for _, rb := range []int{0, DefaultIOBuffer} {
+		t.Run(fmt.Sprintf("io-buffer=%d", rb), func(t *testing.T) {
 			t.Parallel()
-			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 200 * time.Millisecond, ReadBuffer: rb})
+			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 200 * time.Millisecond, IOBuffer: rb})
 			c, err := net.Dial("tcp", f.addr.String())
 			if err != nil {
 				t.Fatal(err)
@@ -276,10 +277,10 @@ func TestIdleTimeout(t *testing.T) {
 
 func TestIdleTimeoutRestartsOnActivity(t *testing.T) {
 	t.Parallel()
-	for _, rb := range []int{0, DefaultReadBuffer} {
-		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+	for _, rb := range []int{0, DefaultIOBuffer} {
+		t.Run(fmt.Sprintf("io-buffer=%d", rb), func(t *testing.T) {
 			t.Parallel()
-			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 2 * time.Second, ReadBuffer: rb})
+			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: 2 * time.Second, IOBuffer: rb})
 			s := f.session(t)
 			defer s.Close()
 			// Busy for longer than the idle timeout, with short pauses: each
@@ -298,10 +299,10 @@ func TestIdleTimeoutRestartsOnActivity(t *testing.T) {
 
 func TestMaxDuration(t *testing.T) {
 	t.Parallel()
-	for _, rb := range []int{0, DefaultReadBuffer} {
-		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+	for _, rb := range []int{0, DefaultIOBuffer} {
+		t.Run(fmt.Sprintf("io-buffer=%d", rb), func(t *testing.T) {
 			t.Parallel()
-			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: time.Minute, MaxDuration: 500 * time.Millisecond, ReadBuffer: rb})
+			f := startDaemon(t, nil, DaemonOptions{IdleTimeout: time.Minute, MaxDuration: 500 * time.Millisecond, IOBuffer: rb})
 			s := f.session(t)
 			defer s.Close()
 			start := time.Now()
@@ -444,13 +445,13 @@ func (m recordingMilter) Header(name, value string, _ *gomilter.Modifier) (gomil
 	return gomilter.RespContinue, nil
 }
 
-// TestReadBuffer runs whole sessions through read buffers smaller than a
+// TestIOBuffer runs whole sessions through read buffers smaller than a
 // packet, about the size of one, and larger than a session: every packet
 // must arrive intact and in order, whatever the buffer cuts.
-func TestReadBuffer(t *testing.T) {
+func TestIOBuffer(t *testing.T) {
 	t.Parallel()
-	for _, rb := range []int{0, 16, 64, DefaultReadBuffer} {
-		t.Run(fmt.Sprintf("read-buffer=%d", rb), func(t *testing.T) {
+	for _, rb := range []int{0, 16, 64, DefaultIOBuffer} {
+		t.Run(fmt.Sprintf("io-buffer=%d", rb), func(t *testing.T) {
 			t.Parallel()
 			var (
 				mu  sync.Mutex
@@ -464,7 +465,7 @@ func TestReadBuffer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := NewDaemon(srv, DaemonOptions{ReadBuffer: rb, Log: slog.New(slog.DiscardHandler)})
+			d := NewDaemon(srv, DaemonOptions{IOBuffer: rb, Log: slog.New(slog.DiscardHandler)})
 			go d.Serve(ln)
 			t.Cleanup(func() { d.Shutdown(context.Background()) })
 			f := &daemonFixture{d: d, addr: ln.Addr()}
@@ -486,6 +487,101 @@ func TestReadBuffer(t *testing.T) {
 			defer mu.Unlock()
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("the milter saw\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// headerMilter inserts three header fields at the end of each message.
+type headerMilter struct{ gomilter.NoOpMilter }
+
+func (headerMilter) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	for i := range 3 {
+		if err := m.InsertHeader(0, "X-Test", fmt.Sprint(i)); err != nil {
+			return nil, err
+		}
+	}
+	return gomilter.RespContinue, nil
+}
+
+// writeCountingListener counts the writes made on the connections it
+// accepts.
+type writeCountingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (l writeCountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return writeCountingConn{c, l.writes}, nil
+}
+
+type writeCountingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c writeCountingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestIOBufferHoldsWrites shows that with an IOBuffer the header changes
+// and the reply of an end of message leave in one write, that nothing
+// held is lost, and that without one each packet has a write of its own.
+func TestIOBufferHoldsWrites(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		ioBuffer   int
+		wantWrites int64
+	}{
+		{0, 4},
+		{DefaultIOBuffer, 1},
+	} {
+		t.Run(fmt.Sprintf("io-buffer=%d", tt.ioBuffer), func(t *testing.T) {
+			t.Parallel()
+			ln, err := Listen("inet:127.0.0.1:0", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var writes atomic.Int64
+			srv := &gomilter.Server{
+				NewMilter: func() gomilter.Milter { return headerMilter{} },
+				Actions:   gomilter.OptAddHeader | gomilter.OptChangeHeader,
+			}
+			d := NewDaemon(srv, DaemonOptions{IOBuffer: tt.ioBuffer, Log: slog.New(slog.DiscardHandler)})
+			go d.Serve(writeCountingListener{ln, &writes})
+			t.Cleanup(func() { d.Shutdown(context.Background()) })
+
+			c := gomilter.NewClientWithOptions("tcp", ln.Addr().String(), gomilter.ClientOptions{
+				ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+				ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader,
+			})
+			s, err := c.Session()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Mail("a@example.org", nil); err != nil {
+				t.Fatal(err)
+			}
+			before := writes.Load()
+			mods, act, err := s.End()
+			if err != nil || act.Code != gomilter.ActContinue {
+				t.Fatalf("End = %+v, %v", act, err)
+			}
+			if n := writes.Load() - before; n != tt.wantWrites {
+				t.Errorf("end of message took %d writes, want %d", n, tt.wantWrites)
+			}
+			var got []string
+			for _, m := range mods {
+				got = append(got, fmt.Sprintf("%c %s=%s", m.Code, m.HeaderName, m.HeaderValue))
+			}
+			if want := "i X-Test=0|i X-Test=1|i X-Test=2"; strings.Join(got, "|") != want {
+				t.Errorf("modifications %q, want %q", strings.Join(got, "|"), want)
 			}
 		})
 	}

@@ -498,13 +498,13 @@ func TestMTADisconnects(t *testing.T) {
 		{name: "before reading the end-of-message reply", after: "EOH", then: func(m *rawMTA) { m.send(pkt('E')) }},
 	}
 	stdLog := captureStdLog(t)
-	for _, rb := range []int{0, DefaultReadBuffer} {
+	for _, rb := range []int{0, DefaultIOBuffer} {
 		for _, reset := range []bool{false, true} {
 			for _, tt := range tests {
-				name := fmt.Sprintf("read-buffer=%d/%s/%s", rb, map[bool]string{false: "close", true: "reset"}[reset], tt.name)
+				name := fmt.Sprintf("io-buffer=%d/%s/%s", rb, map[bool]string{false: "close", true: "reset"}[reset], tt.name)
 				t.Run(name, func(t *testing.T) {
 					leaks := goleak.IgnoreCurrent()
-					f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, ReadBuffer: rb}, nil)
+					f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb}, nil)
 					tr := startTraffic(t, f.addr)
 					waitFor(t, "the other session is counted", func() bool { return f.d.Open() == 1 })
 
@@ -674,11 +674,11 @@ func TestMalformedPackets(t *testing.T) {
 			resume: "a header"},
 	}
 	stdLog := captureStdLog(t)
-	for _, rb := range []int{0, DefaultReadBuffer} {
+	for _, rb := range []int{0, DefaultIOBuffer} {
 		for _, tt := range tests {
-			t.Run(fmt.Sprintf("read-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("io-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
 				leaks := goleak.IgnoreCurrent()
-				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, ReadBuffer: rb}, nil)
+				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb}, nil)
 				tr := startTraffic(t, f.addr)
 				waitFor(t, "the other session is counted", func() bool { return f.d.Open() == 1 })
 
@@ -760,10 +760,10 @@ func TestSlowMTA(t *testing.T) {
 	run := func(name string, f func(t *testing.T)) {
 		wg.Go(func() { t.Run(name, f) })
 	}
-	for _, rb := range []int{0, DefaultReadBuffer} {
+	for _, rb := range []int{0, DefaultIOBuffer} {
 		for _, tt := range tests {
-			run(fmt.Sprintf("read-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
-				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: idle, ReadBuffer: rb}, nil)
+			run(fmt.Sprintf("io-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
+				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: idle, IOBuffer: rb}, nil)
 				m := dialRaw(t, f.addr)
 				m.runScript(tt.after)
 				start := time.Now()
@@ -808,8 +808,8 @@ func TestSlowMTA(t *testing.T) {
 
 		// Whole packets that come more often than the idle timeout are
 		// activity, however slow the session is overall.
-		run(fmt.Sprintf("read-buffer=%d/a whole packet a second", rb), func(t *testing.T) {
-			f := startFaultDaemon(t, DaemonOptions{IdleTimeout: idle, ReadBuffer: rb}, nil)
+		run(fmt.Sprintf("io-buffer=%d/a whole packet a second", rb), func(t *testing.T) {
+			f := startFaultDaemon(t, DaemonOptions{IdleTimeout: idle, IOBuffer: rb}, nil)
 			m := dialRaw(t, f.addr)
 			m.runScript("HELO")
 			for start := time.Now(); time.Since(start) < 2*idle; time.Sleep(idle / 2) {
@@ -902,11 +902,11 @@ func TestHandlerPanics(t *testing.T) {
 			want: [4]string{internalErrorReply, internalErrorReply, internalErrorReply, ""}, stage: "connect", cause: "log handler bug", next: internalErrorReply},
 	}
 	stdLog := captureStdLog(t)
-	for _, rb := range []int{0, DefaultReadBuffer} {
+	for _, rb := range []int{0, DefaultIOBuffer} {
 		for _, tt := range tests {
-			t.Run(fmt.Sprintf("read-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("io-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
 				leaks := goleak.IgnoreCurrent()
-				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, ReadBuffer: rb}, wrap)
+				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb}, wrap)
 				c := gomilter.NewClientWithOptions("tcp", f.addr, gomilter.ClientOptions{
 					ReadTimeout:  10 * time.Second,
 					WriteTimeout: 10 * time.Second,

@@ -23,7 +23,7 @@ import (
 	"github.com/spf-milter/spf-milter/spf"
 )
 
-const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION] [--read-buffer BYTES]
+const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION] [--io-buffer BYTES]
 
 Runs the milter daemon. Without --config it reads ` + config.DefaultPath + `,
 or runs on the built-in defaults when that file does not exist.
@@ -49,8 +49,8 @@ type serveOptions struct {
 	// error rather than a reason to run on the defaults.
 	explicit     bool
 	drainTimeout time.Duration
-	// readBuffer is milter.DaemonOptions.ReadBuffer.
-	readBuffer int
+	// ioBuffer is milter.DaemonOptions.IOBuffer.
+	ioBuffer int
 	// setDefaultLogger makes each config's logger the process default, so
 	// that go-milter's own log.Printf lines come out in the configured
 	// format too. Off in in-process tests, which must not touch globals.
@@ -68,7 +68,7 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	fs.SetOutput(io.Discard)
 	path := fs.String("config", config.DefaultPath, "config file `path`")
 	drain := fs.Duration("drain-timeout", defaultDrainTimeout, "at shutdown, how long open sessions may take to finish (`duration`)")
-	readBuffer := fs.Int("read-buffer", milter.DefaultReadBuffer, "read buffer per MTA connection in `bytes`; 0 reads unbuffered, as plain go-milter does (for comparison)")
+	ioBuffer := fs.Int("io-buffer", milter.DefaultIOBuffer, "I/O buffer per MTA connection in `bytes` (reads buffered, replies sent together); 0 reads and writes each packet straight, as plain go-milter does (for comparison)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, serveUsage)
@@ -80,7 +80,7 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	o := &serveOptions{configPath: *path, drainTimeout: *drain, readBuffer: *readBuffer, setDefaultLogger: true}
+	o := &serveOptions{configPath: *path, drainTimeout: *drain, ioBuffer: *ioBuffer, setDefaultLogger: true}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "config" {
 			o.explicit = true
@@ -92,8 +92,8 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	if o.drainTimeout <= 0 {
 		return nil, fmt.Errorf("bad --drain-timeout %v: must be positive", o.drainTimeout)
 	}
-	if o.readBuffer < 0 || o.readBuffer > 1<<20 {
-		return nil, fmt.Errorf("bad --read-buffer %d: want 0 (unbuffered) to 1048576 bytes", o.readBuffer)
+	if o.ioBuffer < 0 || o.ioBuffer > 1<<20 {
+		return nil, fmt.Errorf("bad --io-buffer %d: want 0 (unbuffered) to 1048576 bytes", o.ioBuffer)
 	}
 	return o, nil
 }
@@ -170,7 +170,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	}
 	var cur atomic.Pointer[milter.Runtime]
 	cur.Store(rt)
-	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, o.readBuffer))
+	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, o.ioBuffer))
 	metrics.SetOpenSessions(d.Open)
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ln) }()
@@ -197,7 +197,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 					dns = nextDNS
 					metrics.SetCacheEntries(dns.resolver.CacheLen)
 				}
-				d.SetOptions(daemonOptions(next, o.readBuffer))
+				d.SetOptions(daemonOptions(next, o.ioBuffer))
 				if o.setDefaultLogger {
 					slog.SetDefault(next.Log)
 				}
@@ -420,11 +420,11 @@ func newRuntime(cfg *config.Config, resolver spf.Resolver, m *milter.Metrics, lo
 	return &milter.Runtime{Config: cfg, Checker: checker, Log: log, Metrics: m}, nil
 }
 
-func daemonOptions(rt *milter.Runtime, readBuffer int) milter.DaemonOptions {
+func daemonOptions(rt *milter.Runtime, ioBuffer int) milter.DaemonOptions {
 	return milter.DaemonOptions{
 		IdleTimeout: rt.Config.Session.IdleTimeout,
 		MaxDuration: rt.Config.Session.MaxDuration,
-		ReadBuffer:  readBuffer,
+		IOBuffer:    ioBuffer,
 		Log:         rt.Log,
 	}
 }

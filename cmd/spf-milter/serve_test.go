@@ -445,8 +445,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
 		{[]string{"serve", "--config", ""}, "--config needs a path"},
 		{[]string{"serve", "--drain-timeout", "0s"}, "bad --drain-timeout 0s"},
-		{[]string{"serve", "--read-buffer", "-1"}, "bad --read-buffer -1"},
-		{[]string{"serve", "--read-buffer", "2000000"}, "bad --read-buffer 2000000"},
+		{[]string{"serve", "--io-buffer", "-1"}, "bad --io-buffer -1"},
+		{[]string{"serve", "--io-buffer", "2000000"}, "bad --io-buffer 2000000"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
