@@ -214,7 +214,23 @@ func (m *Milter) Reload(newYAML string) {
 	}
 }
 
+// ReloadRefused writes newYAML, a config the milter must refuse, sends
+// SIGHUP and waits until the milter has logged the refusal. The same
+// process must still be running afterwards, on its old config: a bad file
+// must never take the milter down. The caller writes a good config (Reload)
+// before the next Restart, which would read the bad file.
+func (m *Milter) ReloadRefused(newYAML string) {
+	if err := m.reloadWant(newYAML, false); err != nil {
+		m.fail(err)
+	}
+}
+
 func (m *Milter) reload(newYAML string) error {
+	return m.reloadWant(newYAML, true)
+}
+
+// reloadWant is Reload (wantOK) or ReloadRefused (!wantOK).
+func (m *Milter) reloadWant(newYAML string, wantOK bool) error {
 	if !reListenKey.MatchString(newYAML) {
 		newYAML = "listen: " + m.Listen + "\n" + newYAML
 	}
@@ -228,7 +244,7 @@ func (m *Milter) reload(newYAML string) error {
 		return err
 	}
 	m.mu.Lock()
-	cmd := m.Cmd
+	cmd, exited := m.Cmd, m.exited
 	m.mu.Unlock()
 	if cmd == nil {
 		return errors.New("Reload: spf-milter is not running")
@@ -242,8 +258,16 @@ func (m *Milter) reload(newYAML string) error {
 		log := m.Log()
 		done := reloadDone.FindAllString(log, -1)
 		if len(done) > before {
-			if done[len(done)-1] != "config reloaded" {
+			switch ok := done[len(done)-1] == "config reloaded"; {
+			case ok && !wantOK:
+				return fmt.Errorf("spf-milter accepted a config it must refuse:\n%s", log)
+			case !ok && wantOK:
 				return fmt.Errorf("spf-milter refused the new config:\n%s", log)
+			}
+			select {
+			case <-exited:
+				return fmt.Errorf("spf-milter exited after a reload: %s\n%s", cmd.ProcessState, log)
+			default:
 			}
 			return nil
 		}

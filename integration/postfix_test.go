@@ -43,11 +43,15 @@ const authservID = "mx.example.test"
 // postfixMilterConfig is the milter's config for the Postfix tests: the
 // defaults, except that a permerror of MAIL FROM is refused and only
 // 127.0.0.1 (the tests' own connections without XCLIENT) is trusted.
-// receiver is the host named in Received-SPF.
+// receiver is the host named in Received-SPF. The DNS cache is off: the
+// temperror tests stop the DNS server and must see the next check fail,
+// not an answer another test left in the cache (TestPostfixNothingLost
+// runs with the cache on).
+
 func postfixMilterConfig(dnsAddr, receiver string) string {
 	return fmt.Sprintf(`authserv_id: %s
 receiver: %s
-dns: {servers: [%q], timeout: 3s, check_timeout: 10s}
+dns: {servers: [%q], timeout: 3s, check_timeout: 10s, cache_size: 0}
 policy:
   mailfrom: {permerror: reject}
 trusted_networks: [127.0.0.1/32]
