@@ -1,0 +1,138 @@
+// Command milterload is the load benchmark of spf-milter: it plays Postfix
+// against spf-milter and two reference milters (a do-nothing milter on
+// go-milter, and Debian's pyspf-milter when installed), one after the
+// other, with a DNS server of realistic SPF policies in its own process,
+// checks every verdict, and prints a Markdown table of messages per
+// second, latency percentiles, errors and resident memory.
+//
+// Run it from the bench module (it builds spf-milter from the working tree
+// through the module's replace directive):
+//
+//	cd bench && go run ./cmd/milterload
+//
+// It exits 1 when any session failed or got a wrong verdict.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf-milter/spf-milter/bench/internal/load"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		conns     = flag.String("conns", "8,32", "concurrent connections, one row per `list` element")
+		duration  = flag.Duration("duration", 20*time.Second, "length of each row")
+		rounds    = flag.Int("rounds", 4, "take each row in this many shares, visiting every target in turn, so that a change in the machine's load spreads over all of them")
+		messages  = flag.Int("messages", 0, "messages per row instead of -duration (0: use -duration)")
+		warmup    = flag.Int("warmup", 1000, "messages sent to each target before its rows")
+		dnsDelay  = flag.Duration("dns-delay", 20*time.Millisecond, "DNS delay of the cold-cache rows (0 leaves them out)")
+		idle      = flag.Int("idle", 1000, "idle connections for the memory figure (0 leaves it out)")
+		pyspf     = flag.Bool("pyspf", true, "include pyspf-milter when installed")
+		only      = flag.String("only", "", "comma-separated `roles` to run, among spf-unbuffered, spf, null, null-buffered, pyspf, spf-cold, pyspf-cold (default all)")
+		spfBin    = flag.String("spf-milter", "", "spf-milter `binary` to run (default: build the working tree)")
+		nullBin   = flag.String("nullmilter", "", "do-nothing milter `binary` (default: build ./cmd/nullmilter)")
+		workDir   = flag.String("dir", "", "`directory` for binaries, configs and logs (default: a temporary one, removed at the end)")
+		tableOnly = flag.Bool("q", false, "print only the report, no progress lines")
+	)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "milterload: unexpected argument %q\n", flag.Arg(0))
+		return 2
+	}
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "milterload: -rounds must be 1 or more")
+		return 2
+	}
+	var cs []int
+	for _, f := range strings.Split(*conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "milterload: bad -conns %q\n", *conns)
+			return 2
+		}
+		cs = append(cs, n)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir := *workDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "milterload-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "milterload:", err)
+			return 1
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "milterload:", err)
+		return 1
+	}
+	progress := os.Stderr
+	if *tableOnly {
+		progress = nil
+	}
+	bins := load.Binaries{SPFMilter: *spfBin, NullMilter: *nullBin}
+	if bins.SPFMilter == "" || bins.NullMilter == "" {
+		if progress != nil {
+			fmt.Fprintln(progress, "building spf-milter and nullmilter")
+		}
+		built, err := load.BuildBinaries(ctx, dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "milterload:", err)
+			return 1
+		}
+		if bins.SPFMilter == "" {
+			bins.SPFMilter = built.SPFMilter
+		}
+		if bins.NullMilter == "" {
+			bins.NullMilter = built.NullMilter
+		}
+	}
+	o := load.Options{
+		Conns:     cs,
+		Duration:  *duration,
+		Messages:  *messages,
+		Rounds:    *rounds,
+		Warmup:    *warmup,
+		ColdDelay: *dnsDelay,
+		Idle:      *idle,
+		PySPF:     *pyspf,
+		Bin:       bins,
+		Dir:       dir,
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	if progress != nil {
+		o.Progress = progress
+	}
+	r, err := load.Run(ctx, o)
+	if r != nil {
+		fmt.Println()
+		r.Markdown(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "milterload:", err)
+		return 1
+	}
+	if r.Errors() > 0 {
+		fmt.Fprintf(os.Stderr, "milterload: %s\n", r.Summary())
+		return 1
+	}
+	return 0
+}
