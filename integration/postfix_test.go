@@ -47,7 +47,6 @@ const authservID = "mx.example.test"
 // temperror tests stop the DNS server and must see the next check fail,
 // not an answer another test left in the cache (TestPostfixNothingLost
 // runs with the cache on).
-
 func postfixMilterConfig(dnsAddr, receiver string) string {
 	return fmt.Sprintf(`authserv_id: %s
 receiver: %s
