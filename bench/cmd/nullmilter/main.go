@@ -10,7 +10,7 @@
 // With -io-buffer N the sessions are served through spf-milter's own I/O
 // layer (milter.Daemon with that IOBuffer: reads through a buffer, the
 // packets of a reply sent in one write), as spf-milter serve --io-buffer
-// does; 0 (the default) is plain go-milter, two system calls per packet
+// does, with spf-milter's garbage collector setting (milter.DefaultGCPercent); 0 (the default) is plain go-milter, two system calls per packet
 // read and one per packet written.
 package main
 
@@ -23,6 +23,7 @@ import (
 	"net/textproto"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/emersion/go-milter"
@@ -53,6 +54,10 @@ func main() {
 	}
 	serve, stop := srv.Serve, func() { srv.Close() }
 	if *ioBuffer > 0 {
+		// spf-milter's I/O layer, and its garbage collector setting.
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(spfmilter.DefaultGCPercent)
+		}
 		d := spfmilter.NewDaemon(srv, spfmilter.DaemonOptions{IOBuffer: *ioBuffer, Log: slog.New(slog.DiscardHandler)})
 		serve, stop = d.Serve, func() { d.Shutdown(context.Background()) }
 	}

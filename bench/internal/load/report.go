@@ -103,8 +103,8 @@ func (r *Report) Ratios() []string {
 		role, base, what string
 	}{
 		{RoleSPF, RoleNull, "target ≥ 0.90"},
-		{RoleSPFUnbuffered, RoleNull, "both unbuffered, as go-milter reads"},
-		{RoleSPF, RoleNullBuffered, "both through spf-milter's buffered I/O"},
+		{RoleSPFUnbuffered, RoleNull, "both with plain go-milter I/O and GC"},
+		{RoleSPF, RoleNullBuffered, "both with spf-milter's I/O and GC"},
 	} {
 		a, b := r.row(x.role, hi), r.row(x.base, hi)
 		if a == nil || b == nil {

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-milter"
+
+	spfmilter "github.com/spf-milter/spf-milter/milter"
 )
 
 // Options configure a run.
@@ -169,7 +171,7 @@ func targets(o Options, f SPFMilterFeatures, dnsAddr string) []target {
 		spfWarm, spfCold = "instant (no cache in this build)", fmt.Sprintf("%v delay (no cache in this build)", o.ColdDelay)
 		cacheSize = -1
 	}
-	spfName, spfBuffer := "spf-milter --io-buffer 4096 (default)", 4096
+	spfName, spfBuffer := fmt.Sprintf("spf-milter --io-buffer %d (default)", spfmilter.DefaultIOBuffer), spfmilter.DefaultIOBuffer
 	if !f.IOBuffer {
 		spfName, spfBuffer = "spf-milter (this build has no --io-buffer)", -1
 	}
@@ -189,19 +191,23 @@ func targets(o Options, f SPFMilterFeatures, dnsAddr string) []target {
 	case !PySPFInstalled():
 		pySkip = "not installed (apt-get install pyspf-milter python3-spf)"
 	}
+	// The plain row runs as go-milter alone would: unbuffered I/O and Go's
+	// default garbage collector setting.
+	plainName := "spf-milter --io-buffer 0, GOGC=100 (plain go-milter I/O and GC)"
+	nullOursName := fmt.Sprintf("do-nothing through spf-milter's I/O (--io-buffer %d, GOGC=%d)", spfmilter.DefaultIOBuffer, spfmilter.DefaultGCPercent)
 	unbufferedSkip := ""
 	if !f.IOBuffer {
 		unbufferedSkip = "this spf-milter has no --io-buffer flag"
 	}
 	ts := []target{
-		{role: RoleSPFUnbuffered, name: "spf-milter --io-buffer 0", dns: spfWarm, kind: KindSPFMilter, idle: true, skip: unbufferedSkip,
-			start: start("spf-milter --io-buffer 0", SPFMilterOptions{IOBuffer: 0, CacheSize: -1})},
+		{role: RoleSPFUnbuffered, name: plainName, dns: spfWarm, kind: KindSPFMilter, idle: true, skip: unbufferedSkip,
+			start: start(plainName, SPFMilterOptions{IOBuffer: 0, CacheSize: -1, GOGC: "100"})},
 		{role: RoleSPF, name: spfName, dns: spfWarm, kind: KindSPFMilter, idle: true,
 			start: start(spfName, SPFMilterOptions{IOBuffer: spfBuffer, CacheSize: -1})},
 		{role: RoleNull, name: "do-nothing (go-milter)", dns: "not used", kind: KindNull, idle: true,
 			start: null("do-nothing (go-milter)", 0)},
-		{role: RoleNullBuffered, name: "do-nothing, spf-milter's I/O, --io-buffer 4096", dns: "not used", kind: KindNull, idle: true,
-			start: null("do-nothing, spf-milter's I/O, --io-buffer 4096", 4096)},
+		{role: RoleNullBuffered, name: nullOursName, dns: "not used", kind: KindNull, idle: true,
+			start: null(nullOursName, spfmilter.DefaultIOBuffer)},
 		{role: RolePySPF, name: "pyspf-milter", dns: "instant, no cache (it has none)", kind: KindPySPF, v6: true, skip: pySkip,
 			start: py("pyspf-milter")},
 	}

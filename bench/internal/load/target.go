@@ -240,6 +240,9 @@ type SPFMilterOptions struct {
 	IOBuffer int
 	// CacheSize is written as dns.cache_size; -1 leaves the key out.
 	CacheSize int
+	// GOGC, when set, is put in the daemon's environment, overriding its
+	// own garbage collector setting.
+	GOGC string
 }
 
 // StartSPFMilter runs spf-milter serve with a config pointing at dnsAddr,
@@ -267,6 +270,10 @@ dns:
 		return nil, err
 	}
 	argv := []string{bin, "serve", "--config", base + ".yaml"}
+	if o.GOGC != "" {
+		// env execs the daemon: the PID measured stays the daemon's.
+		argv = append([]string{"/usr/bin/env", "GOGC=" + o.GOGC}, argv...)
+	}
 	if o.IOBuffer >= 0 {
 		argv = append(argv, "--io-buffer", strconv.Itoa(o.IOBuffer))
 	}
