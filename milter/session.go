@@ -528,6 +528,15 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 			return tempfailResponse(), nil
 		}
 		if s.conn.skip != "" || s.msg.skipped {
+			// Mail from an authenticated client or a skipped sender comes
+			// from outside and gets no header of ours, but must not carry
+			// a forged one either. Trusted and skipped clients may be our
+			// own content filter bringing our headers back: those stay.
+			if s.conn.skip == "" {
+				if err := s.removeForged(m); err != nil {
+					return nil, err
+				}
+			}
 			s.endMessage()
 			return gomilter.RespContinue, nil
 		}
@@ -554,12 +563,8 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 // does.
 func (s *session) editHeaders(m *gomilter.Modifier) error {
 	cfg := s.rt.Config
-	if cfg.Headers.RemoveForged {
-		for _, c := range s.msg.forged.changes() {
-			if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
-				return mtaGoneError{fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
-			}
-		}
+	if err := s.removeForged(m); err != nil {
+		return err
 	}
 	fields := HeaderFields(cfg, s.msg.mailFrom, s.msg.helo)
 	// Each insertion at index 0 goes above the previous one: insert from
@@ -567,6 +572,20 @@ func (s *session) editHeaders(m *gomilter.Modifier) error {
 	for i := len(fields) - 1; i >= 0; i-- {
 		if err := m.InsertHeader(0, fields[i].Name, fields[i].Value); err != nil {
 			return mtaGoneError{fmt.Errorf("insert %s: %w", fields[i].Name, err)}
+		}
+	}
+	return nil
+}
+
+// removeForged deletes the incoming copies of our headers, when the config
+// says so.
+func (s *session) removeForged(m *gomilter.Modifier) error {
+	if !s.rt.Config.Headers.RemoveForged {
+		return nil
+	}
+	for _, c := range s.msg.forged.changes() {
+		if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
+			return mtaGoneError{fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
 		}
 	}
 	return nil

@@ -648,7 +648,10 @@ func changes(mods []gomilter.ModifyAction) []string {
 }
 
 // TestNotChecked covers the clients and messages that are never checked:
-// no DNS query, no header, no refusal, and a log line saying why.
+// no DNS query, no header, no refusal, and a log line saying why. Forged
+// copies of our headers are removed from mail of authenticated clients and
+// skipped senders, which comes from outside; trusted and skipped clients
+// (such as our own content filter) keep theirs.
 func TestNotChecked(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -658,16 +661,20 @@ func TestNotChecked(t *testing.T) {
 		from      string
 		reason    string
 		logLines  int // "spf skipped" lines for two messages
+		// removed are the header changes expected: the forged copies deleted.
+		removed []string
 	}{
-		{"trusted IPv4", nil, "127.0.0.1", nil, "alice@fail.example", "trusted network", 1},
-		{"trusted IPv6", nil, "::1", nil, "alice@fail.example", "trusted network", 1},
+		{"trusted IPv4", nil, "127.0.0.1", nil, "alice@fail.example", "trusted network", 1, nil},
+		{"trusted IPv6", nil, "::1", nil, "alice@fail.example", "trusted network", 1, nil},
 		{"skip_clients", func(c *config.Config) {
 			c.SkipClients = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
-		}, clientIP, nil, "alice@fail.example", "skip_clients", 1},
-		{"authenticated", nil, clientIP, []string{"{auth_authen}", "alice"}, "alice@fail.example", "authenticated", 2},
+		}, clientIP, nil, "alice@fail.example", "skip_clients", 1, nil},
+		{"authenticated", nil, clientIP, []string{"{auth_authen}", "alice"}, "alice@fail.example", "authenticated", 2,
+			[]string{"Authentication-Results#1", "Received-SPF#1"}},
 		{"skip_senders subdomain", func(c *config.Config) {
 			c.SkipSenders = []string{"example", "other.test"}
-		}, clientIP, nil, "alice@Fail.Example", "skip_senders", 2},
+		}, clientIP, nil, "alice@Fail.Example", "skip_senders", 2,
+			[]string{"Authentication-Results#1", "Received-SPF#1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -680,13 +687,19 @@ func TestNotChecked(t *testing.T) {
 			for range 2 {
 				o := h.send(cs, message{
 					from: tt.from, mailMacro: tt.mailMacro, rcpts: []string{"bob@example.net"},
-					headers: []hdr{{"Received-SPF", "pass (kept: not checked)"}},
+					headers: []hdr{
+						{"Received-SPF", "pass (forged)"},
+						{"Authentication-Results", ourAuthID + "; spf=pass smtp.mailfrom=fail.example"},
+						{"Authentication-Results", "other.example; spf=pass smtp.mailfrom=fail.example"},
+					},
 				})
 				if reply(o.mail) != "continue" || reply(o.end) != "continue" {
 					t.Fatalf("answered %q, %q; want continue", reply(o.mail), reply(o.end))
 				}
-				if len(o.mods) != 0 {
-					t.Errorf("modifications %+v, want none", o.mods)
+				got := changes(o.mods)
+				slices.Sort(got)
+				if len(o.mods) != len(tt.removed) || !slices.Equal(got, tt.removed) {
+					t.Errorf("modifications %+v, want the deletions %v only", o.mods, tt.removed)
 				}
 			}
 			if q := h.dns.Queries(); len(q) != 0 {
