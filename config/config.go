@@ -67,6 +67,12 @@ type Config struct {
 	Session Session
 	// Metrics configures the HTTP listener for metrics and health checks.
 	Metrics Metrics
+	// Why configures the "why" page, which explains a result to the
+	// sender's admin, and the link to it in refusals.
+	Why Why
+	// DecisionLog configures the decision log, which "spf-milter replay"
+	// reads.
+	DecisionLog DecisionLog
 }
 
 // DNS configures the resolver.
@@ -117,4 +123,37 @@ type Metrics struct {
 	// Listen is "host:port" with an IP address or localhost for host;
 	// empty means no listener.
 	Listen string
+}
+
+// Why configures the "why" page: an HTTP page that runs a check live and
+// explains its result, and the link to it in refusal replies.
+type Why struct {
+	// Listen is the page's own listener, "host:port" as for
+	// metrics.listen. Empty means the metrics listener, if there is one;
+	// with neither, no page is served.
+	Listen string
+	// URL is the page's public address, an absolute http or https URL
+	// such as https://mx.example.net/why; refusals link to it with the
+	// sender, IP and HELO. Empty means no link.
+	URL string
+	// Rate is how many requests a minute one client may make.
+	Rate int
+	// Concurrent bounds the live checks running at once.
+	Concurrent int
+	// Cache is how long an answer is served again without a new check; 0
+	// turns the cache off.
+	Cache time.Duration
+}
+
+// DecisionLog configures the decision log: one JSON line per message,
+// opt-in, rotated by size.
+type DecisionLog struct {
+	// Path is the file; empty means no decision log.
+	Path string
+	// MaxSize is the size in bytes past which the file is rotated: it
+	// becomes PATH.1, PATH.1 becomes PATH.2, and so on.
+	MaxSize int64
+	// Keep is how many rotated files are kept; 0 starts the file anew
+	// when it is full.
+	Keep int
 }

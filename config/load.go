@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -163,6 +165,11 @@ func Default() *Config {
 			IdleTimeout: 10 * time.Minute,
 			MaxDuration: time.Hour,
 		},
+		// The why package's defaults: a person reloading the page now and
+		// then, not a script.
+		Why: Why{Rate: 20, Concurrent: 4, Cache: time.Minute},
+		// Off unless a path is given; 5 x 100MB when it is.
+		DecisionLog: DecisionLog{MaxSize: 100 * 1000 * 1000, Keep: 5},
 	}
 }
 
@@ -211,6 +218,20 @@ type loader struct {
 	problems []Problem
 
 	authservGiven, receiverGiven bool
+	// whyLinks are the replies that use WhyURLToken, and whyListen the
+	// why.listen value: both are checked against other keys once the
+	// whole file is read.
+	whyLinks  []whyLink
+	whyListen *yaml.Node
+	// whyURLBad is set when why.url has a bad value, which is reported on
+	// its own rather than again at each reply that needs it.
+	whyURLBad bool
+}
+
+// whyLink is a reply template that links to the why page.
+type whyLink struct {
+	key string
+	v   *yaml.Node
 }
 
 // valueProblem records a bad value at node n.
@@ -267,6 +288,7 @@ func (l *loader) parse(data []byte) {
 		return // "---" alone, or "~": the defaults
 	}
 	l.mapping(root, "", l.topFields())
+	l.checkWhy()
 	// Without either, both are the host name already, from Default.
 	if l.authservGiven && !l.receiverGiven {
 		l.cfg.Receiver = l.cfg.AuthservID
@@ -608,6 +630,9 @@ func (l *loader) topFields() []field {
 			l.mapping(v, key, resultFields(func(r spf.Result, key string, v *yaml.Node) {
 				if s, ok := l.macro(key, v); ok {
 					c.Replies[r] = s
+					if strings.Contains(s, WhyURLToken) {
+						l.whyLinks = append(l.whyLinks, whyLink{key, v})
+					}
 				}
 			}))
 		}},
@@ -640,7 +665,184 @@ func (l *loader) topFields() []field {
 				}},
 			})
 		}},
+		{"why", func(key string, v *yaml.Node) {
+			l.mapping(v, key, []field{
+				{"listen", func(key string, v *yaml.Node) {
+					if s, ok := l.scalar(key, v, allowedHTTPListen); ok {
+						addr, reason := parseHTTPListen(s)
+						if reason != "" {
+							l.valueProblem(v, key, reason, allowedHTTPListen)
+							return
+						}
+						c.Why.Listen, l.whyListen = addr, v
+					}
+				}},
+				{"url", func(key string, v *yaml.Node) {
+					l.whyURLBad = true
+					if s, ok := l.scalar(key, v, allowedWhyURL); ok {
+						if reason := checkWhyURL(s); reason != "" {
+							l.valueProblem(v, key, reason, allowedWhyURL)
+							return
+						}
+						c.Why.URL, l.whyURLBad = s, false
+					}
+				}},
+				{"rate", func(key string, v *yaml.Node) { l.positive(key, v, maxWhyRate, allowedWhyRate, &c.Why.Rate) }},
+				{"concurrent", func(key string, v *yaml.Node) {
+					l.positive(key, v, maxWhyConcurrent, allowedWhyConcurrent, &c.Why.Concurrent)
+				}},
+				{"cache", func(key string, v *yaml.Node) { l.whyCache(key, v, &c.Why.Cache) }},
+			})
+		}},
+		{"decision_log", func(key string, v *yaml.Node) {
+			l.mapping(v, key, []field{
+				{"path", func(key string, v *yaml.Node) {
+					if s, ok := l.scalar(key, v, allowedLogPath); ok {
+						if reason := checkLogPath(s); reason != "" {
+							l.valueProblem(v, key, reason, allowedLogPath)
+							return
+						}
+						c.DecisionLog.Path = s
+					}
+				}},
+				{"max_size", func(key string, v *yaml.Node) {
+					if s, ok := l.scalar(key, v, allowedLogSize); ok {
+						n, reason := parseSize(s)
+						if reason != "" {
+							l.valueProblem(v, key, reason, allowedLogSize)
+							return
+						}
+						c.DecisionLog.MaxSize = n
+					}
+				}},
+				{"keep", func(key string, v *yaml.Node) { l.count(key, v, maxLogKeep, allowedLogKeep, &c.DecisionLog.Keep) }},
+			})
+		}},
 	}
+}
+
+// WhyURLToken in a reply template stands for the link to the why page
+// (why.url with the sender, IP and HELO of the message). It is not an SPF
+// macro, which are single letters, so that it cannot clash with one; a
+// template that uses it needs why.url.
+const WhyURLToken = "{why_url}"
+
+// Bounds of the why section: beyond them a value can only be a typo.
+const (
+	maxWhyRate       = 10000
+	maxWhyConcurrent = 1000
+	maxWhyCache      = time.Hour
+)
+
+var (
+	allowedWhyURL        = "an absolute http or https URL without query or fragment, such as https://mx.example.net/why; \"\" for no link"
+	allowedWhyRate       = fmt.Sprintf("a whole number of requests a minute per client, from 1 to %d", maxWhyRate)
+	allowedWhyConcurrent = fmt.Sprintf("a whole number of checks, from 1 to %d", maxWhyConcurrent)
+	allowedWhyCache      = "a Go duration such as 30s or 5m, at most 1h; 0 for no cache"
+)
+
+// positive reads a whole number from 1 to max.
+func (l *loader) positive(key string, v *yaml.Node, max int, allowed string, dst *int) {
+	n := -1
+	l.count(key, v, max, allowed, &n)
+	switch {
+	case n == 0:
+		l.valueProblem(v, key, "must be at least 1", allowed)
+	case n > 0:
+		*dst = n
+	}
+}
+
+// whyCache reads why.cache: a duration from 0 (no cache) to an hour, a
+// longer one would show an answer long after the record was fixed.
+func (l *loader) whyCache(key string, v *yaml.Node, dst *time.Duration) {
+	s, ok := l.scalar(key, v, allowedWhyCache)
+	if !ok {
+		return
+	}
+	if s == "0" {
+		*dst = 0
+		return
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil && v.Tag == "!!int":
+		l.valueProblem(v, key, "a number needs a unit", allowedWhyCache)
+	case err != nil:
+		l.valueProblem(v, key, "not a duration", allowedWhyCache)
+	case d < 0:
+		l.valueProblem(v, key, "must not be negative", allowedWhyCache)
+	case d > maxWhyCache:
+		l.valueProblem(v, key, "more than 1h", allowedWhyCache)
+	default:
+		*dst = d
+	}
+}
+
+// checkWhy checks the why keys against the rest of the file: a link in a
+// reply needs why.url, and the page's own listener cannot be the metrics
+// one (leaving why.listen empty shares it).
+func (l *loader) checkWhy() {
+	c := l.cfg
+	if c.Why.URL == "" && !l.whyURLBad {
+		for _, w := range l.whyLinks {
+			l.valueProblem(w.v, w.key, WhyURLToken+" needs why.url, the address of the page", "")
+		}
+	}
+	if l.whyListen != nil && c.Why.Listen != "" && sameHTTPListen(c.Why.Listen, c.Metrics.Listen) {
+		l.valueProblem(l.whyListen, "why.listen", "the same as metrics.listen; leave why.listen empty to serve the page there", allowedHTTPListen)
+	}
+}
+
+// sameHTTPListen reports whether two listen addresses would bind the same
+// port (port 0 is a new port each time).
+func sameHTTPListen(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && a == b && pa != "0" && pb != "0"
+}
+
+// checkWhyURL says what is wrong with why.url, or "". The URL goes into
+// SMTP replies, so it must be printable ASCII (a non-ASCII host in its
+// xn-- form); the page's parameters are appended as its query.
+func checkWhyURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return "spaces, control characters and non-ASCII characters are not allowed (write a non-ASCII host name in its xn-- form)"
+		}
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "not an http or https URL"
+	case u.Host == "" || u.Hostname() == "":
+		return "no host"
+	case u.User != nil:
+		return "a user name or password is not allowed"
+	case u.RawQuery != "" || u.ForceQuery:
+		return "a query is not allowed: the page's parameters are appended as the query"
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return "a fragment (#) is not allowed"
+	}
+	if _, err := netip.ParseAddr(u.Hostname()); err != nil {
+		if reason := checkHostname(u.Hostname()); reason != "" {
+			return "bad host: " + reason
+		}
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return fmt.Sprintf("port %s is out of range (1 to 65535)", p)
+		}
+	}
+	return ""
 }
 
 // resultFields makes one field per SPF result, in RFC order.
@@ -816,4 +1018,85 @@ func parsedList[T any](l *loader, key string, v *yaml.Node, allowed string, pars
 		}
 	})
 	return out
+}
+
+// Bounds and forms of the decision_log keys.
+const (
+	minLogSize     = 1000
+	maxLogSize     = 1000 * 1000 * 1000 * 1000
+	maxLogKeep     = 1000
+	allowedLogPath = `an absolute file path such as /var/log/spf-milter/decisions.jsonl; "" for no decision log`
+	allowedLogSize = "a size such as 100MB, 512KiB or 2GB, from 1KB to 1TB (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB of 1024)"
+)
+
+// allowedLogKeep is the form of decision_log.keep.
+var allowedLogKeep = fmt.Sprintf("a whole number of rotated files from 0 (none) to %d", maxLogKeep)
+
+// sizeUnits are the units of a size, in the order formatSize tries them.
+var sizeUnits = []struct {
+	name string
+	n    int64
+}{
+	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3},
+	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"B", 1},
+}
+
+// parseSize reads a size: a whole number with an optional unit (any case,
+// a space allowed before it), bytes without one.
+func parseSize(s string) (int64, string) {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	digits, unit := s[:i], strings.TrimPrefix(s[i:], " ")
+	if digits == "" {
+		return 0, "not a whole number with a unit"
+	}
+	mult := int64(0)
+	if unit == "" {
+		mult = 1
+	}
+	for _, u := range sizeUnits {
+		if strings.EqualFold(unit, u.name) {
+			mult = u.n
+		}
+	}
+	if mult == 0 {
+		return 0, fmt.Sprintf("unknown unit %q", unit)
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	switch {
+	case err != nil || n > maxLogSize/mult:
+		return 0, "more than 1TB"
+	case n*mult < minLogSize:
+		return 0, "less than 1KB"
+	}
+	return n * mult, ""
+}
+
+// formatSize writes a size in the largest unit that divides it, as
+// parseSize reads it.
+func formatSize(n int64) string {
+	for _, u := range sizeUnits {
+		if n >= u.n && n%u.n == 0 {
+			return strconv.FormatInt(n/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// checkLogPath says what is wrong with a decision log path, or "".
+func checkLogPath(s string) string {
+	switch {
+	case s == "":
+		return ""
+	case strings.ContainsRune(s, 0):
+		return "a NUL byte in the path"
+	case !strings.HasPrefix(s, "/"):
+		return "the path must be absolute"
+	case strings.HasSuffix(s, "/"):
+		return "the path names a directory; name the file"
+	}
+	return ""
 }

@@ -17,15 +17,23 @@ import (
 
 // Allowed lists as they appear in error lines, to keep the table readable.
 const (
-	topKeys    = "listen, socket_mode, authserv_id, receiver, dns, policy, trusted_networks, skip_authenticated, dry_run, headers, log, explanation, replies, skip_senders, skip_clients, never_refuse, session, metrics"
-	resultKeys = "none, neutral, pass, fail, softfail, temperror, permerror"
-	listenForm = "inet:HOST:PORT, inet6:[HOST]:PORT, unix:/PATH, inet:PORT@HOST"
-	durForm    = "a Go duration such as 5s or 1m30s"
-	netForm    = "an IP network such as 192.0.2.0/24 or 2001:db8::/32, or one IP address"
-	macroForm  = "text with SPF macros such as %{s}, %{i}, %{d}, %{r}, and %% for a %"
-	modeForm   = `an octal mode in quotes, "0000" to "0777"`
-	sizeForm   = "a whole number of entries from 0 (no cache) to 10000000"
-	httpForm   = `HOST:PORT with an IP address or localhost for HOST, such as 127.0.0.1:9095 or [::1]:9095; "" for no listener`
+	topKeys     = "listen, socket_mode, authserv_id, receiver, dns, policy, trusted_networks, skip_authenticated, dry_run, headers, log, explanation, replies, skip_senders, skip_clients, never_refuse, session, metrics, why, decision_log"
+	resultKeys  = "none, neutral, pass, fail, softfail, temperror, permerror"
+	listenForm  = "inet:HOST:PORT, inet6:[HOST]:PORT, unix:/PATH, inet:PORT@HOST"
+	durForm     = "a Go duration such as 5s or 1m30s"
+	netForm     = "an IP network such as 192.0.2.0/24 or 2001:db8::/32, or one IP address"
+	macroForm   = "text with SPF macros such as %{s}, %{i}, %{d}, %{r}, and %% for a %"
+	modeForm    = `an octal mode in quotes, "0000" to "0777"`
+	sizeForm    = "a whole number of entries from 0 (no cache) to 10000000"
+	logPathForm = `an absolute file path such as /var/log/spf-milter/decisions.jsonl; "" for no decision log`
+	logSizeForm = "a size such as 100MB, 512KiB or 2GB, from 1KB to 1TB (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB of 1024)"
+	logKeepForm = "a whole number of rotated files from 0 (none) to 1000"
+	httpForm    = `HOST:PORT with an IP address or localhost for HOST, such as 127.0.0.1:9095 or [::1]:9095; "" for no listener`
+	whyKeys     = "listen, url, rate, concurrent, cache"
+	whyURLForm  = `an absolute http or https URL without query or fragment, such as https://mx.example.net/why; "" for no link`
+	whyRateForm = "a whole number of requests a minute per client, from 1 to 10000"
+	whyConcForm = "a whole number of checks, from 1 to 1000"
+	whyTTLForm  = "a Go duration such as 30s or 5m, at most 1h; 0 for no cache"
 )
 
 func TestParseErrors(t *testing.T) {
@@ -290,6 +298,66 @@ func TestParseErrors(t *testing.T) {
 			want: `t.yaml:1: metrics.listen: bad value "inet:127.0.0.1:9095": not HOST:PORT; write the address alone, without a scheme, socket type or path (allowed: ` + httpForm + ")",
 		},
 		{
+			name: "decision log relative path",
+			file: "decision_log:\n  path: decisions.jsonl\n",
+			want: `t.yaml:2: decision_log.path: bad value "decisions.jsonl": the path must be absolute (allowed: ` + logPathForm + ")",
+		},
+		{
+			name: "decision log path of a directory",
+			file: "decision_log: {path: /var/log/spf-milter/}\n",
+			want: `t.yaml:1: decision_log.path: bad value "/var/log/spf-milter/": the path names a directory; name the file (allowed: ` + logPathForm + ")",
+		},
+		{
+			name: "decision log path as a list",
+			file: "decision_log: {path: [/var/log/a]}\n",
+			want: `t.yaml:1: decision_log.path: bad value "[/var/log/a]": a list, where a single value is needed (allowed: ` + logPathForm + ")",
+		},
+		{
+			name: "decision log size with an unknown unit",
+			file: "decision_log:\n  path: /var/log/d.jsonl\n  max_size: 100 megs\n",
+			want: `t.yaml:3: decision_log.max_size: bad value "100 megs": unknown unit "megs" (allowed: ` + logSizeForm + ")",
+		},
+		{
+			name: "decision log size with a fraction",
+			file: "decision_log: {max_size: 1.5GB}\n",
+			want: `t.yaml:1: decision_log.max_size: bad value "1.5GB": unknown unit ".5GB" (allowed: ` + logSizeForm + ")",
+		},
+		{
+			name: "decision log size without a number",
+			file: "decision_log: {max_size: MB}\n",
+			want: `t.yaml:1: decision_log.max_size: bad value "MB": not a whole number with a unit (allowed: ` + logSizeForm + ")",
+		},
+		{
+			name: "decision log size too small",
+			file: "decision_log: {max_size: 999}\n",
+			want: `t.yaml:1: decision_log.max_size: bad value "999": less than 1KB (allowed: ` + logSizeForm + ")",
+		},
+		{
+			name: "decision log size too large",
+			file: "decision_log: {max_size: 1TiB}\n",
+			want: `t.yaml:1: decision_log.max_size: bad value "1TiB": more than 1TB (allowed: ` + logSizeForm + ")",
+		},
+		{
+			name: "decision log size overflowing",
+			file: "decision_log: {max_size: 99999999999999999999999}\n",
+			want: `t.yaml:1: decision_log.max_size: bad value "99999999999999999999999": more than 1TB (allowed: ` + logSizeForm + ")",
+		},
+		{
+			name: "decision log keep negative",
+			file: "decision_log: {keep: -1}\n",
+			want: `t.yaml:1: decision_log.keep: bad value "-1": must not be negative (allowed: ` + logKeepForm + ")",
+		},
+		{
+			name: "decision log keep too many",
+			file: "decision_log: {keep: 1001}\n",
+			want: `t.yaml:1: decision_log.keep: bad value "1001": more than 1000 (allowed: ` + logKeepForm + ")",
+		},
+		{
+			name: "unknown decision log key",
+			file: "decision_log: {rotate: daily}\n",
+			want: "t.yaml:1: decision_log.rotate: unknown key (allowed: path, max_size, keep)",
+		},
+		{
 			name: "metrics listen as a mapping",
 			file: "metrics:\n  listen: {host: 127.0.0.1}\n",
 			want: `t.yaml:2: metrics.listen: bad value "{host: 127.0.0.1}": a mapping, where a single value is needed (allowed: ` + httpForm + ")",
@@ -303,6 +371,66 @@ func TestParseErrors(t *testing.T) {
 			name: "metrics as a single value",
 			file: "metrics: 127.0.0.1:9095\n",
 			want: `t.yaml:1: metrics: bad value "127.0.0.1:9095": a single value, where a mapping of keys is needed (allowed: listen)`,
+		},
+		{
+			name: "unknown why key",
+			file: "why: {frobnicate: /why}\n",
+			want: "t.yaml:1: why.frobnicate: unknown key (allowed: " + whyKeys + ")",
+		},
+		{
+			name: "why listen on a host name",
+			file: "why:\n  listen: www.example.net:80\n",
+			want: `t.yaml:2: why.listen: bad value "www.example.net:80": host "www.example.net" is not an IP address or localhost (allowed: ` + httpForm + ")",
+		},
+		{
+			name: "why listen on the metrics listener",
+			file: "metrics: {listen: 127.0.0.1:9095}\nwhy: {listen: \"127.0.0.1:09095\"}\n",
+			want: `t.yaml:2: why.listen: bad value "127.0.0.1:09095": the same as metrics.listen; leave why.listen empty to serve the page there (allowed: ` + httpForm + ")",
+		},
+		{
+			name: "why url with a query",
+			file: "why:\n  url: \"https://mx.example.net/why?lang=en\"\n",
+			want: `t.yaml:2: why.url: bad value "https://mx.example.net/why?lang=en": a query is not allowed: the page's parameters are appended as the query (allowed: ` + whyURLForm + ")",
+		},
+		{
+			name: "why url without the scheme",
+			file: "why: {url: mx.example.net/why}\n",
+			want: `t.yaml:1: why.url: bad value "mx.example.net/why": not an http or https URL (allowed: ` + whyURLForm + ")",
+		},
+		{
+			name: "why limits out of range",
+			file: "why:\n  rate: 0\n  concurrent: 1001\n  cache: 2h\n",
+			want: `t.yaml:2: why.rate: bad value "0": must be at least 1 (allowed: ` + whyRateForm + ")\n" +
+				`t.yaml:3: why.concurrent: bad value "1001": more than 1000 (allowed: ` + whyConcForm + ")\n" +
+				`t.yaml:4: why.cache: bad value "2h": more than 1h (allowed: ` + whyTTLForm + ")",
+		},
+		{
+			name: "why limits of the wrong form",
+			file: "why:\n  rate: 1.5\n  concurrent: -2\n  cache: 60\n",
+			want: `t.yaml:2: why.rate: bad value "1.5": not a whole number (allowed: ` + whyRateForm + ")\n" +
+				`t.yaml:3: why.concurrent: bad value "-2": must not be negative (allowed: ` + whyConcForm + ")\n" +
+				`t.yaml:4: why.cache: bad value "60": a number needs a unit (allowed: ` + whyTTLForm + ")",
+		},
+		{
+			name: "why cache negative",
+			file: "why: {cache: -1s}\n",
+			want: `t.yaml:1: why.cache: bad value "-1s": must not be negative (allowed: ` + whyTTLForm + ")",
+		},
+		{
+			name: "reply link without why.url",
+			file: "replies:\n  fail: \"see {why_url}\"\n  permerror: \"no link\"\n  softfail: \"{why_url}\"\n",
+			want: `t.yaml:2: replies.fail: bad value "see {why_url}": {why_url} needs why.url, the address of the page` + "\n" +
+				`t.yaml:4: replies.softfail: bad value "{why_url}": {why_url} needs why.url, the address of the page`,
+		},
+		{
+			name: "reply link with a bad why.url is reported once",
+			file: "replies: {fail: \"see {why_url}\"}\nwhy: {url: \"https://mx.example.net/why#x\"}\n",
+			want: `t.yaml:2: why.url: bad value "https://mx.example.net/why#x": a fragment (#) is not allowed (allowed: ` + whyURLForm + ")",
+		},
+		{
+			name: "the link token is not a macro",
+			file: "why: {url: \"https://mx.example.net/why\"}\nreplies: {fail: \"see %{why_url}\"}\n",
+			want: `t.yaml:2: replies.fail: bad value "see %{why_url}": bad macro "%{why_url}": unknown macro letter "w" (allowed: ` + macroForm + ")",
 		},
 		{
 			name: "YAML syntax error",
@@ -425,6 +553,8 @@ never_refuse: [postmaster, abuse, "abuse@example.net"]
 session: {idle_timeout: 30s, max_duration: 2h}
 metrics:
   listen: "[::1]:09095"
+decision_log: {path: /var/log/spf-milter/decisions.jsonl, max_size: 512KiB, keep: 0}
+why: {listen: "0.0.0.0:8080", url: "https://mx.example.net:8443/why", rate: 5, concurrent: 2, cache: 0}
 `
 
 // fullConfig is what full must give.
@@ -468,6 +598,8 @@ func fullConfig() *Config {
 		NeverRefuse: []string{"postmaster", "abuse", "abuse@example.net"},
 		Session:     Session{IdleTimeout: 30 * time.Second, MaxDuration: 2 * time.Hour},
 		Metrics:     Metrics{Listen: "[::1]:9095"},
+		DecisionLog: DecisionLog{Path: "/var/log/spf-milter/decisions.jsonl", MaxSize: 512 << 10, Keep: 0},
+		Why:         Why{Listen: "0.0.0.0:8080", URL: "https://mx.example.net:8443/why", Rate: 5, Concurrent: 2, Cache: 0},
 	}
 }
 
@@ -551,6 +683,55 @@ func TestParseValid(t *testing.T) {
 			want: Default(),
 		},
 		{
+			name: "decision log on, sizes in each unit",
+			file: "decision_log:\n  path: /var/log/spf-milter/decisions.jsonl\n  max_size: 2 gb\n  keep: 10\n",
+			want: withDefaults(func(c *Config) {
+				c.DecisionLog = DecisionLog{Path: "/var/log/spf-milter/decisions.jsonl", MaxSize: 2e9, Keep: 10}
+			}),
+		},
+		{
+			name: "decision log size in bytes",
+			file: "decision_log: {max_size: 1000}\n",
+			want: withDefaults(func(c *Config) { c.DecisionLog.MaxSize = 1000 }),
+		},
+		{
+			name: "decision log size in MiB",
+			file: "decision_log: {max_size: 64MiB}\n",
+			want: withDefaults(func(c *Config) { c.DecisionLog.MaxSize = 64 << 20 }),
+		},
+		{
+			name: "decision log off",
+			file: "decision_log: {path: \"\"}\n",
+			want: Default(),
+		},
+		{
+			name: "why page on the metrics listener, with a link",
+			file: "why:\n  url: http://[2001:db8::25]/spf/why\nreplies: {softfail: \"{why_url} %{i} {why_url}\"}\n",
+			want: withDefaults(func(c *Config) {
+				c.Why.URL = "http://[2001:db8::25]/spf/why"
+				c.Replies[spf.Softfail] = "{why_url} %{i} {why_url}"
+			}),
+		},
+		{
+			name: "why page on its own listener, limits and cache in other units",
+			file: "why: {listen: \"[::]:8080\", url: \"https://xn--mx-1la.example/why\", rate: 10000, concurrent: 1, cache: 1h}\n",
+			want: withDefaults(func(c *Config) {
+				c.Why = Why{Listen: "[::]:8080", URL: "https://xn--mx-1la.example/why", Rate: 10000, Concurrent: 1, Cache: time.Hour}
+			}),
+		},
+		{
+			name: "why cache off, why listen port 0 beside metrics port 0",
+			file: "metrics: {listen: 127.0.0.1:0}\nwhy: {listen: 127.0.0.1:0, cache: 0s}\n",
+			want: withDefaults(func(c *Config) {
+				c.Metrics.Listen, c.Why.Listen, c.Why.Cache = "127.0.0.1:0", "127.0.0.1:0", 0
+			}),
+		},
+		{
+			name: "why section empty",
+			file: "why:\n",
+			want: Default(),
+		},
+		{
 			name: "unix socket",
 			file: "listen: unix:/run/spf-milter/spf-milter.sock\nsocket_mode: \"0666\"\n",
 			want: withDefaults(func(c *Config) {
@@ -583,7 +764,8 @@ func TestDefault(t *testing.T) {
 		c.Headers != (Headers{true, true, true}) || c.Log != (Log{"text", "info"}) ||
 		c.Policy.MailFrom[spf.Fail] != Reject || c.Policy.MailFrom[spf.TempError] != Tempfail ||
 		c.Policy.HELO[spf.TempError] != Accept || len(c.DNS.Servers) != 0 ||
-		c.Explanation != spf.DefaultExplanation || c.DNS.CacheSize != 10000 || c.Metrics.Listen != "" {
+		c.Explanation != spf.DefaultExplanation || c.DNS.CacheSize != 10000 || c.Metrics.Listen != "" ||
+		c.Why != (Why{Rate: 20, Concurrent: 4, Cache: time.Minute}) {
 		t.Errorf("Default() =\n%s", c.YAML())
 	}
 	for _, id := range []map[spf.Result]Action{c.Policy.MailFrom, c.Policy.HELO} {
@@ -630,9 +812,51 @@ func TestYAMLRoundTrip(t *testing.T) {
 		"  check_timeout: 20s\n",
 		"  cache_size: 10000\n",
 		"metrics: {listen: \"\"}\n",
+		"decision_log: {path: \"\", max_size: 100MB, keep: 5}\n",
+		"why:\n  listen: \"\"\n  url: \"\"\n  rate: 20\n  concurrent: 4\n  cache: 1m\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("YAML() lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestCheckWhyURL checks the forms why.url may take: the URL goes into
+// SMTP replies and gets the page's query appended.
+func TestCheckWhyURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"https://mx.example.net/why", ""},
+		{"http://mx.example.net:8080/why", ""},
+		{"https://192.0.2.25/why", ""},
+		{"https://[2001:db8::25]:8443/", ""},
+		{"https://mx.example.net", ""},
+		{"https://mx_1.example.net/why", ""},
+		{"ftp://mx.example.net/why", "not an http or https URL"},
+		{"mx.example.net/why", "not an http or https URL"},
+		{"//mx.example.net/why", "not an http or https URL"},
+		{"https:///why", "no host"},
+		{"https://:443/why", "no host"},
+		{"http:mx.example.net", "no host"},
+		{"https://user:pw@mx.example.net/why", "a user name or password is not allowed"},
+		{"https://mx.example.net/why?", "a query is not allowed: the page's parameters are appended as the query"},
+		{"https://mx.example.net/why?a=b", "a query is not allowed: the page's parameters are appended as the query"},
+		{"https://mx.example.net/why#top", "a fragment (#) is not allowed"},
+		{"https://mx.example.net/why#", "a fragment (#) is not allowed"},
+		{"https://mx.example.net:0/why", "port 0 is out of range (1 to 65535)"},
+		{"https://mx.example.net:70000/why", "port 70000 is out of range (1 to 65535)"},
+		{"https://mx.example.net/w hy", "spaces, control characters and non-ASCII characters are not allowed (write a non-ASCII host name in its xn-- form)"},
+		{"https://mx.example.net/why\r\n250 OK", "spaces, control characters and non-ASCII characters are not allowed (write a non-ASCII host name in its xn-- form)"},
+		{"https://b\u00fccher.example/why", "spaces, control characters and non-ASCII characters are not allowed (write a non-ASCII host name in its xn-- form)"},
+		{"https://-mx.example.net/why", "bad host: a label starting or ending with '-'"},
+		{"https://mx..example.net/why", "bad host: an empty label (a dot at the start or end, or two dots)"},
+		{"https://mx.exa'mple.net/why", "bad host: character '\\'' not allowed in a host name"},
+		{"https://%6dx.example.net/why", "not a URL"},
+	}
+	for _, tt := range tests {
+		if got := checkWhyURL(tt.in); got != tt.want {
+			t.Errorf("checkWhyURL(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -758,7 +982,7 @@ func TestExampleCommentedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := strings.Split(topKeys+", servers", ", ")
+	known := strings.Split(topKeys+", servers, path, url", ", ")
 	var lines []string
 	uncommented := map[string]bool{}
 	all := strings.Split(string(data), "\n")
@@ -783,7 +1007,7 @@ func TestExampleCommentedKeys(t *testing.T) {
 		}
 		lines = append(lines, line)
 	}
-	for _, key := range []string{"authserv_id", "receiver", "servers", "replies", "skip_senders", "skip_clients", "never_refuse"} {
+	for _, key := range []string{"authserv_id", "receiver", "servers", "replies", "skip_senders", "skip_clients", "never_refuse", "path", "url"} {
 		if !uncommented[key] {
 			t.Errorf("the example shows no commented-out %s", key)
 		}
@@ -794,7 +1018,8 @@ func TestExampleCommentedKeys(t *testing.T) {
 		t.Fatalf("uncommented example: %v\n%s", err, text)
 	}
 	if len(got.Replies) == 0 || len(got.NeverRefuse) == 0 || len(got.DNS.Servers) == 0 || got.AuthservID != "mx.example.net" ||
-		got.Metrics.Listen == "" {
+		got.Metrics.Listen == "" || got.DecisionLog.Path == "" || got.Why.Listen == "" || got.Why.URL == "" ||
+		!strings.Contains(got.Replies[spf.Softfail], WhyURLToken) {
 		t.Errorf("uncommented example did not set the optional keys:\n%s", got.YAML())
 	}
 }

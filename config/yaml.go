@@ -67,6 +67,18 @@ func (c *Config) YAML() []byte {
 		"metrics", mapNode(true,
 			"listen", str(c.Metrics.Listen),
 		),
+		"why", mapNode(false,
+			"listen", str(c.Why.Listen),
+			"url", str(c.Why.URL),
+			"rate", integer(c.Why.Rate),
+			"concurrent", integer(c.Why.Concurrent),
+			"cache", duration(c.Why.Cache),
+		),
+		"decision_log", mapNode(true,
+			"path", str(c.DecisionLog.Path),
+			"max_size", str(formatSize(c.DecisionLog.MaxSize)),
+			"keep", integer(c.DecisionLog.Keep),
+		),
 	)
 	var b strings.Builder
 	enc := yaml.NewEncoder(&b)

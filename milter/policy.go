@@ -2,6 +2,8 @@ package milter
 
 import (
 	"fmt"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -98,26 +100,78 @@ func replyCode(a config.Action, r spf.Result) (int, string) {
 }
 
 // replyText is the admin's template for the result, macros expanded, or
-// the built-in text; sanitised either way since both carry DNS text.
+// the built-in text; sanitised either way since both carry DNS text. With
+// why.url set, the built-in text ends with a link to the why page, and a
+// template gets it where it says config.WhyURLToken.
 func replyText(cfg *config.Config, o *spf.Outcome) string {
+	link := whyLink(cfg.Why.URL, o)
 	if tmpl := cfg.Replies[o.Result]; tmpl != "" {
-		// config validates templates; one that still does not parse falls
-		// back to the built-in text rather than failing the message.
-		if ms, err := spf.ParseMacroString(tmpl, true); err == nil {
-			env := &spf.MacroEnv{
-				Sender:   o.Sender,
-				Domain:   o.Domain,
-				IP:       o.IP,
-				HELO:     o.HELO,
-				Receiver: cfg.Receiver,
-				Now:      time.Now(),
+		env := &spf.MacroEnv{
+			Sender:   o.Sender,
+			Domain:   o.Domain,
+			IP:       o.IP,
+			HELO:     o.HELO,
+			Receiver: cfg.Receiver,
+			Now:      time.Now(),
+		}
+		// The link is put in after expansion, not expanded: its
+		// URL-encoding would read as macros. config validates templates;
+		// one that still does not parse falls back to the built-in text
+		// rather than failing the message.
+		pieces := strings.Split(tmpl, config.WhyURLToken)
+		texts := make([]string, 0, len(pieces))
+		for _, p := range pieces {
+			ms, err := spf.ParseMacroString(p, true)
+			if err != nil {
+				texts = nil
+				break
 			}
-			if t := sanitizeReply(ms.Expand(env)); t != "" {
+			texts = append(texts, ms.Expand(env))
+		}
+		if texts != nil {
+			if t := sanitizeLinked(texts, link); t != "" {
 				return t
 			}
 		}
 	}
-	return sanitizeReply(defaultText(o))
+	t := defaultText(o)
+	if link == "" {
+		return sanitizeReply(t)
+	}
+	if t = strings.TrimRight(t, " "); !strings.HasSuffix(t, ".") {
+		t += "."
+	}
+	// " See " goes with the link, so that cutting a long text keeps it.
+	return sanitizeLinked([]string{t, ""}, " See "+link)
+}
+
+// maxWhyLink bounds the link to the why page in a reply, so that the
+// reply keeps room for its text; a longer link (a sender of hundreds of
+// octets, mostly URL-encoded) is left out.
+const maxWhyLink = 250
+
+// whyLink is the link to the why page at base for o: its sender, client
+// IP and HELO name, URL-encoded (so that the link is one word of printable
+// ASCII). It leaves out the HELO name, then the whole link, when the link
+// would be too long for a reply, and is "" without base.
+func whyLink(base string, o *spf.Outcome) string {
+	if base == "" {
+		return ""
+	}
+	ip := ""
+	if o.IP.IsValid() {
+		ip = o.IP.String()
+	}
+	link := base + "?s=" + url.QueryEscape(o.Sender) + "&i=" + url.QueryEscape(ip)
+	if o.HELO != "" {
+		if full := link + "&h=" + url.QueryEscape(o.HELO); escapedLen(full) <= maxWhyLink {
+			return full
+		}
+	}
+	if escapedLen(link) > maxWhyLink {
+		return ""
+	}
+	return link
 }
 
 // defaultText says what the result means for this message, carrying the
@@ -192,11 +246,46 @@ func quarantineReason(o *spf.Outcome) string {
 // maxReplyText ending in "...", counting each '%' twice since Reply
 // doubles it.
 func sanitizeReply(s string) string {
+	return cut(strings.TrimRight(cleanText(s, true), " "), maxReplyText)
+}
+
+// sanitizeLinked is sanitizeReply for texts with link between each two of
+// them. The link, printable ASCII already, is never cut: when the whole
+// is too long the texts are cut instead, and when the links alone would
+// leave the text too little room they are left out.
+func sanitizeLinked(texts []string, link string) string {
+	links := len(texts) - 1
+	if link == "" || links < 1 || links*escapedLen(link) > maxReplyText-minReplyText {
+		return sanitizeReply(strings.Join(texts, ""))
+	}
+	budget := maxReplyText - links*escapedLen(link)
 	var b strings.Builder
-	space := true // drop leading spaces
+	for i, t := range texts {
+		t = cleanText(t, i == 0)
+		if i == links {
+			t = strings.TrimRight(t, " ")
+		}
+		if i > 0 {
+			b.WriteString(link)
+		}
+		t = cut(t, budget)
+		budget -= escapedLen(t)
+		b.WriteString(t)
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+// minReplyText is the room a link must leave for the words of a reply.
+const minReplyText = 100
+
+// cleanText makes s printable ASCII on one line, as sanitizeReply says,
+// dropping its leading spaces when trimLeft is set. It stops after
+// maxReplyText bytes: an explanation from DNS may be long.
+func cleanText(s string, trimLeft bool) string {
+	var b strings.Builder
+	space := trimLeft
 	for _, r := range s {
 		if b.Len() > maxReplyText {
-			// Stop early: an explanation from DNS may be long.
 			break
 		}
 		switch {
@@ -213,26 +302,74 @@ func sanitizeReply(s string) string {
 		b.WriteByte(byte(r))
 		space = false
 	}
-	t := strings.TrimRight(b.String(), " ")
-	if escapedLen(t) > maxReplyText {
-		// Cut so that the text still fits once Reply doubles its '%'.
-		n, width := 0, 0
-		for ; n < len(t); n++ {
-			w := 1
-			if t[n] == '%' {
-				w = 2
-			}
-			if width+w > maxReplyText-3 {
-				break
-			}
-			width += w
-		}
-		t = strings.TrimRight(t[:n], " ") + "..."
+	return b.String()
+}
+
+// cut shortens t to at most width once Reply doubles its '%', ending it in
+// "..." when anything is cut.
+func cut(t string, width int) string {
+	if escapedLen(t) <= width {
+		return t
 	}
-	return t
+	if width < 3 {
+		return ""
+	}
+	n, w := 0, 0
+	for ; n < len(t); n++ {
+		cw := 1
+		if t[n] == '%' {
+			cw = 2
+		}
+		if w+cw > width-3 {
+			break
+		}
+		w += cw
+	}
+	return strings.TrimRight(t[:n], " ") + "..."
 }
 
 // escapedLen is the length of s once Reply has doubled its '%'.
 func escapedLen(s string) int {
 	return len(s) + strings.Count(s, "%")
+}
+
+// DecideMessage applies cfg's policy to the checks of one message, as a
+// session does: mailFrom is the MAIL FROM outcome, helo the HELO one or
+// nil when HELO was not checked. The stronger action wins, the MAIL FROM
+// one on a tie, so that a HELO pass never stands in for a MAIL FROM
+// refusal. It returns the decision and the outcome it came from. The
+// decision log replays recorded checks through it, so that a what-if
+// answer is the daemon's own.
+func DecideMessage(cfg *config.Config, mailFrom, helo *spf.Outcome) (Decision, *spf.Outcome) {
+	d, by := Decide(cfg, mailFrom), mailFrom
+	if helo != nil {
+		if hd := Decide(cfg, helo); severity(hd.Action) > severity(d.Action) {
+			d, by = hd, helo
+		}
+	}
+	return d, by
+}
+
+// ChecksHELO reports whether a session under cfg checks the HELO identity:
+// only when the HELO policy can act on some result.
+func ChecksHELO(cfg *config.Config) bool {
+	return heloNeeded(cfg)
+}
+
+// SkipReason says why a message would not be checked under cfg, by the
+// config key that skips it: trusted_networks, skip_clients, authenticated
+// (with skip_authenticated) or skip_senders, in the order a session tries
+// them; "" when it is checked.
+func SkipReason(cfg *config.Config, ip netip.Addr, authenticated bool, sender string) string {
+	switch {
+	case inPrefixes(cfg.TrustedNetworks, ip):
+		return "trusted_networks"
+	case inPrefixes(cfg.SkipClients, ip):
+		return "skip_clients"
+	case cfg.SkipAuthenticated && authenticated:
+		return "authenticated"
+	case skipSender(cfg.SkipSenders, sender):
+		return "skip_senders"
+	}
+	return ""
 }

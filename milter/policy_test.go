@@ -3,6 +3,7 @@ package milter
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -282,7 +283,8 @@ var hostileReplyText = []struct{ name, v string }{
 // can reach a reply, under every refusing action and result, with and
 // without a template.
 func TestReplyHostile(t *testing.T) {
-	templates := []string{"", "%{s} from %{i} at %{h}: see %{r}", "%{S}%{L}%{O}%{D}%{H}"}
+	templates := []string{"", "%{s} from %{i} at %{h}: see %{r}", "%{S}%{L}%{O}%{D}%{H}",
+		"%{s}: see {why_url} or {why_url}", "{why_url}"}
 	for _, hv := range hostileReplyText {
 		for _, r := range spf.Results {
 			for _, a := range []config.Action{config.Reject, config.Tempfail, config.Quarantine} {
@@ -293,6 +295,9 @@ func TestReplyHostile(t *testing.T) {
 						cfg.Policy.HELO[r] = a
 						if tmpl != "" {
 							cfg.Replies[r] = tmpl
+						}
+						if ti%2 == 1 || strings.Contains(tmpl, config.WhyURLToken) {
+							cfg.Why.URL = "https://mx.example.net/why"
 						}
 						o := &spf.Outcome{
 							Result: r, Identity: spf.IdentityMailFrom, Domain: hv.v, Sender: hv.v + "@" + hv.v,
@@ -314,10 +319,14 @@ func FuzzReply(f *testing.F) {
 	f.Add("example.org does not allow 192.0.2.1", "", "alice@example.org", "mx.example.org", "", uint8(3), uint8(1))
 	f.Add("100% sure\r\n250 OK", "x", "\"a b\"@x\x00", "\xff", "%{s} %{i} %%", uint8(0x15), uint8(2))
 	f.Add(strings.Repeat("%", 300), "", "", "", "%{S}", uint8(4), uint8(3))
+	f.Add("x", "", "\u00e9@\u00e9.example", "h%", "a {why_url} b {why_url}", uint8(3), uint8(0x11))
 	f.Fuzz(func(t *testing.T, explanation, problem, sender, helo, tmpl string, result, action uint8) {
 		r := spf.Results[int(result)%len(spf.Results)]
 		actions := []config.Action{config.Accept, config.Reject, config.Tempfail, config.Quarantine}
 		cfg := testConfig()
+		if action&0x10 != 0 {
+			cfg.Why.URL = "https://mx.example.net/why"
+		}
 		cfg.Policy.MailFrom[r] = actions[int(action)%len(actions)]
 		cfg.Policy.HELO[r] = actions[int(action>>2)%len(actions)]
 		cfg.Replies[r] = tmpl // one that does not parse falls back
@@ -332,4 +341,121 @@ func FuzzReply(f *testing.F) {
 		o.Identity = spf.IdentityHELO
 		checkReply(t, Decide(cfg, o), r)
 	})
+}
+
+// TestWhyLink checks the link to the why page in refusals: URL-encoded
+// values, '%' doubled once more for the MTA, the link never cut, and left
+// out when it cannot fit.
+func TestWhyLink(t *testing.T) {
+	const base = "https://mx.example.net/why"
+	long := strings.Repeat("x", 300)
+	v6 := func(o *spf.Outcome) { o.IP = netip.MustParseAddr("2001:db8::25") }
+	tests := []struct {
+		name   string
+		url    string
+		result spf.Result
+		tmpl   string
+		change func(*spf.Outcome)
+		// text is the whole reply text wanted, or "" to check only that
+		// it ends with link (and holds it once).
+		text, link string
+	}{
+		{name: "fail, default text", url: base, result: spf.Fail,
+			text: "SPF fail: example.org does not designate 192.0.2.1 as a permitted sender. See " +
+				base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+		{name: "no url, no link", result: spf.Fail,
+			text: "SPF fail: example.org does not designate 192.0.2.1 as a permitted sender"},
+		{name: "permerror keeps its problem", url: base, result: spf.PermError,
+			text: `SPF permerror: SPF record of example.org: invalid term "foo": unknown mechanism. See ` +
+				base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+		{name: "explanation ending in a dot", url: base, result: spf.Fail,
+			change: func(o *spf.Outcome) { o.Explanation = "Not allowed." },
+			text:   "SPF fail: Not allowed. See " + base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+		{name: "IPv6 written plainly, encoded", url: base, result: spf.Softfail, change: v6,
+			link: base + "?s=alice%40example.org&i=2001%3Adb8%3A%3A25&h=mx.example.org"},
+		{name: "hostile sender encoded", url: base, result: spf.Fail,
+			change: func(o *spf.Outcome) { o.Sender = "\"a b\"&x=<y>%\r\n@example.org"; o.HELO = "h\u00e9" },
+			link:   base + "?s=%22a+b%22%26x%3D%3Cy%3E%25%0D%0A%40example.org&i=192.0.2.1&h=h%C3%A9"},
+		{name: "long explanation cut, link kept", url: base, result: spf.Fail,
+			change: func(o *spf.Outcome) { o.Explanation = strings.Repeat("no %s ", 200) },
+			link:   base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+		{name: "long HELO left out of the link", url: base, result: spf.Fail,
+			change: func(o *spf.Outcome) { o.HELO = long },
+			link:   base + "?s=alice%40example.org&i=192.0.2.1"},
+		{name: "link too long for a reply", url: base, result: spf.Fail,
+			change: func(o *spf.Outcome) { o.Sender = strings.Repeat("%", 100) + "@example.org" },
+			text:   "SPF fail: example.org does not designate 192.0.2.1 as a permitted sender"},
+		{name: "template with the token", url: base, result: spf.Fail, tmpl: "%{i} may not send for %{o}; details: {why_url}",
+			text: "192.0.2.1 may not send for example.org; details: " + base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+		{name: "template without the token gets no link", url: base, result: spf.Fail, tmpl: "no %{o}",
+			text: "no example.org"},
+		{name: "token in the middle, text cut around it", url: base, result: spf.Fail,
+			tmpl: "{why_url} %{o} " + strings.Repeat("w", 500),
+			link: base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+		{name: "temperror links too", url: base, result: spf.TempError,
+			text: "SPF temperror: DNS failure: TXT example.org: timeout, try again later. See " +
+				base + "?s=alice%40example.org&i=192.0.2.1&h=mx.example.org"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Why.URL = tt.url
+			cfg.Policy.MailFrom[tt.result] = config.Reject
+			if tt.tmpl != "" {
+				cfg.Replies[tt.result] = tt.tmpl
+			}
+			o := outcomeFor(tt.result)
+			if tt.change != nil {
+				tt.change(o)
+			}
+			d := Decide(cfg, o)
+			checkReply(t, d, tt.result)
+			switch {
+			case tt.text != "":
+				if d.Text != tt.text {
+					t.Errorf("text\n got %q\nwant %q", d.Text, tt.text)
+				}
+			case tt.tmpl != "":
+				if strings.Count(d.Text, tt.link) != 1 {
+					t.Errorf("text %q does not hold the link %q once", d.Text, tt.link)
+				}
+			default:
+				if !strings.HasSuffix(d.Text, " See "+tt.link) || strings.Count(d.Text, base) != 1 {
+					t.Errorf("text %q does not end with the link %q", d.Text, tt.link)
+				}
+			}
+			// The MTA undoes the doubling: the client reads the link as made.
+			if tt.link != "" && !strings.Contains(strings.ReplaceAll(d.Reply(), "%%", "%"), tt.link) {
+				t.Errorf("reply %q does not read back to the link", d.Reply())
+			}
+		})
+	}
+}
+
+// TestWhyLinkRoundTrip checks that the page reads the values back from a
+// link exactly as the check saw them.
+func TestWhyLinkRoundTrip(t *testing.T) {
+	for _, hv := range hostileReplyText {
+		if len(hv.v) > 40 {
+			continue // too long for a link: left out, tested above
+		}
+		t.Run(hv.name, func(t *testing.T) {
+			o := outcomeFor(spf.Fail)
+			o.Sender, o.HELO = hv.v+"@example.org", hv.v
+			link := whyLink("https://mx.example.net/why", o)
+			u, err := url.Parse(link)
+			if err != nil {
+				t.Fatalf("link %q: %v", link, err)
+			}
+			q := u.Query()
+			if q.Get("s") != o.Sender || q.Get("i") != "192.0.2.1" || q.Get("h") != o.HELO {
+				t.Errorf("link %q reads back as %v", link, q)
+			}
+			for i := 0; i < len(link); i++ {
+				if link[i] <= ' ' || link[i] > '~' {
+					t.Fatalf("link %q has byte %#02x", link, link[i])
+				}
+			}
+		})
+	}
 }

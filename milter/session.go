@@ -39,6 +39,45 @@ type Runtime struct {
 	// Every Runtime of a process shares one, so that counters survive
 	// reloads.
 	Metrics *Metrics
+	// Decisions receives every message's decision for the decision log;
+	// nil records nothing.
+	Decisions DecisionRecorder
+}
+
+// DecisionRecorder receives the decision on every message a session
+// finishes, checked or skipped, for the decision log that "spf-milter
+// replay" reads. RecordDecision runs on the session's goroutine: it must
+// not block, and cannot fail the message.
+type DecisionRecorder interface {
+	RecordDecision(MessageDecision)
+}
+
+// MessageDecision is what a session knows of one message's decision:
+// enough to apply another policy to the same checks (DecideMessage,
+// SkipReason).
+type MessageDecision struct {
+	// Time is when the session finished with the decision.
+	Time     time.Time
+	QueueID  string
+	ClientIP netip.Addr
+	HELO     string
+	// Sender is the MAIL FROM address, "" for the null sender.
+	Sender string
+	// Authenticated reports that the client authenticated
+	// ({auth_authen}), whether or not that skipped the check.
+	Authenticated bool
+	// Skipped is the config key that let the message through unchecked,
+	// as SkipReason names it; "" for a checked message.
+	Skipped string
+	// MailFrom and HELOCheck are the checks made, nil when not made.
+	MailFrom, HELOCheck *spf.Outcome
+	// Decision is the decision taken and DecidedBy the outcome it came
+	// from (nil for a skipped message).
+	Decision  Decision
+	DecidedBy *spf.Outcome
+	// AtRcpt reports that the refusal was given at RCPT TO.
+	AtRcpt   bool
+	Duration time.Duration
 }
 
 // NewServer returns a milter server whose sessions take their Runtime from
@@ -103,6 +142,10 @@ type messageState struct {
 	logged   bool
 	failed   bool
 	forged   forgedHeaders
+
+	// skipReason and authenticated are kept for the decision log.
+	skipReason    string
+	authenticated bool
 }
 
 var _ gomilter.Milter = (*session)(nil)
@@ -339,9 +382,10 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 
 func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) {
 	cfg := s.rt.Config
+	s.msg.authenticated = macro(m, "auth_authen") != ""
 	if s.conn.skip != "" {
 		// Logged once at connect.
-		s.msg.skipped = true
+		s.msg.skipped, s.msg.skipReason = true, s.conn.skip
 		s.metrics().Skipped(s.conn.skip)
 		return gomilter.RespContinue, nil
 	}
@@ -353,7 +397,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		reason = "skip_senders"
 	}
 	if reason != "" {
-		s.msg.skipped = true
+		s.msg.skipped, s.msg.skipReason = true, reason
 		s.metrics().Skipped(reason)
 		logSkip(s.logger(), reason, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true)
 		return gomilter.RespContinue, nil
@@ -385,12 +429,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		return nil, errors.New("MAIL FROM check gave no outcome")
 	}
 	s.metrics().Checked(s.msg.mailFrom)
-	s.msg.decision, s.msg.decider = Decide(cfg, s.msg.mailFrom), s.msg.mailFrom
-	if s.msg.helo != nil {
-		if d := Decide(cfg, s.msg.helo); severity(d.Action) > severity(s.msg.decision.Action) {
-			s.msg.decision, s.msg.decider = d, s.msg.helo
-		}
-	}
+	s.msg.decision, s.msg.decider = DecideMessage(cfg, s.msg.mailFrom, s.msg.helo)
 	s.msg.duration = time.Since(start)
 
 	if !s.msg.decision.Refuses() {
@@ -606,6 +645,9 @@ func (s *session) endMessage() {
 	if s.msg.active && !s.msg.logged && s.msg.mailFrom != nil {
 		s.logDecision()
 	}
+	if s.msg.active && !s.msg.logged && s.msg.skipped {
+		s.recordDecision()
+	}
 	s.msg = messageState{}
 }
 
@@ -628,4 +670,34 @@ func (s *session) logDecision() {
 		r.HELOOutcome = s.msg.helo
 	}
 	logDecision(s.logger(), r)
+	s.recordDecision()
+}
+
+// recordDecision hands the message's decision to the decision log, if
+// there is one.
+func (s *session) recordDecision() {
+	s.msg.logged = true
+	if s.rt == nil || s.rt.Decisions == nil {
+		return
+	}
+	skipped := s.msg.skipReason
+	if skipped == "trusted network" {
+		// The log line's wording; the record names the config key.
+		skipped = "trusted_networks"
+	}
+	s.rt.Decisions.RecordDecision(MessageDecision{
+		Time:          time.Now(),
+		QueueID:       s.msg.queueID,
+		ClientIP:      s.conn.ip,
+		HELO:          s.conn.helo,
+		Sender:        s.msg.sender,
+		Authenticated: s.msg.authenticated,
+		Skipped:       skipped,
+		MailFrom:      s.msg.mailFrom,
+		HELOCheck:     s.msg.helo,
+		Decision:      s.msg.decision,
+		DecidedBy:     s.msg.decider,
+		AtRcpt:        s.msg.atRcpt,
+		Duration:      s.msg.duration,
+	})
 }

@@ -34,6 +34,7 @@ func commands() []command {
 		{"serve", "run the milter daemon", runServe},
 		{"check", "check one client IP and sender against SPF, and explain the result", runCheck},
 		{"validate", "check a config file and print the effective configuration", runValidate},
+		{"replay", "show what a config would change, replaying the decision log", runReplay},
 		{"version", "print the version", runVersion},
 		{"help", "show help for spf-milter or one of its commands", runHelp},
 	}

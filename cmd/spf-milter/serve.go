@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -20,8 +21,10 @@ import (
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/decisions"
 	"github.com/spf-milter/spf-milter/milter"
 	"github.com/spf-milter/spf-milter/spf"
+	"github.com/spf-milter/spf-milter/why"
 )
 
 const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION] [--io-buffer BYTES]
@@ -30,10 +33,11 @@ Runs the milter daemon. Without --config it reads ` + config.DefaultPath + `,
 or runs on the built-in defaults when that file does not exist.
 
 Signals: SIGHUP reloads the config file (a bad file is logged and the
-running config kept; a changed listen or metrics.listen address needs a
-restart; the DNS cache is kept unless the dns settings changed); SIGTERM
-or SIGINT stops accepting, lets open sessions finish within the drain
-timeout and exits 0; a second SIGTERM or SIGINT exits at once.
+running config kept; a changed listen, metrics.listen or why.listen
+address needs a restart; the DNS cache is kept unless the dns settings
+changed); SIGTERM or SIGINT stops accepting, lets open sessions finish
+within the drain timeout and exits 0; a second SIGTERM or SIGINT exits
+at once.
 
 Flags:
 `
@@ -62,6 +66,9 @@ type serveOptions struct {
 	// httpReady, when set, is called with the metrics listener's address
 	// once it is open, before ready.
 	httpReady func(net.Addr)
+	// whyReady, when set, is called with the why page's own listener's
+	// address once it is open, before ready.
+	whyReady func(net.Addr)
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
@@ -151,6 +158,15 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if err != nil {
 		return fail(err)
 	}
+	// One decision log for the life of the process, closed (its last
+	// records written) once the sessions have drained. A file that
+	// cannot be opened at start is an error: the admin is watching.
+	dlog, err := decisions.NewWriter(decisionLogOptions(cfg.DecisionLog), decisions.Settings{Log: rt.Log})
+	defer dlog.Close()
+	if err != nil {
+		return fail(err)
+	}
+	useDecisionLog(rt, dlog)
 	if o.setDefaultLogger {
 		slog.SetDefault(rt.Log)
 	}
@@ -164,7 +180,14 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if err != nil {
 		return fail(err)
 	}
-	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log)
+	var cur atomic.Pointer[milter.Runtime]
+	cur.Store(rt)
+	page := newWhyPage(cfg, cur.Load, rt.Log)
+	var pageOnMetrics http.Handler
+	if page != nil && cfg.Why.Listen == "" {
+		pageOnMetrics = page
+	}
+	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log, pageOnMetrics)
 	if err != nil {
 		ln.Close() // removes a unix socket
 		return fail(err)
@@ -172,8 +195,15 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if web != nil && o.httpReady != nil {
 		o.httpReady(web.addr)
 	}
-	var cur atomic.Pointer[milter.Runtime]
-	cur.Store(rt)
+	whyWeb, err := startWhy(cfg.Why.Listen, page, rt.Log)
+	if err != nil {
+		web.stop(rt.Log)
+		ln.Close()
+		return fail(err)
+	}
+	if whyWeb != nil && o.whyReady != nil {
+		o.whyReady(whyWeb.addr)
+	}
 	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, o.ioBuffer))
 	metrics.SetOpenSessions(d.Open)
 	served := make(chan error, 1)
@@ -182,6 +212,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	// The socket accepts from here on: connections wait in its backlog
 	// until Serve takes them.
 	web.setReady()
+	whyWeb.setReady()
 	if o.ready != nil {
 		o.ready(ln.Addr())
 	}
@@ -190,26 +221,35 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	for {
 		select {
 		case <-ctx.Done():
+			// The why page is for people, not for the MTA: it goes first.
+			whyWeb.stop(cur.Load().Log)
 			shutdown(d, web, cur.Load().Log, o.drainTimeout, served)
 			return 0
 		case <-hup:
 			next, nextDNS := reload(o, listening, cur.Load(), dns, metrics, stderr)
 			metrics.ConfigReloaded(next != nil)
 			if next != nil {
+				useDecisionLog(next, dlog)
 				cur.Store(next)
 				if nextDNS != dns {
 					dns = nextDNS
 					metrics.SetCacheEntries(dns.resolver.CacheLen)
 				}
 				d.SetOptions(daemonOptions(next, o.ioBuffer))
+				page.update(next.Config.Why, next.Log)
 				if o.setDefaultLogger {
 					slog.SetDefault(next.Log)
 				}
+			} else {
+				// logrotate's postrotate sends SIGHUP whatever the state
+				// of the config file.
+				dlog.Reopen()
 			}
 		case err := <-served:
 			log := cur.Load().Log
 			log.Error("listener failed; stopping", "error", err)
 			served <- err // for shutdown, which waits for Serve
+			whyWeb.stop(log)
 			shutdown(d, web, log, o.drainTimeout, served)
 			return 1
 		}
@@ -245,8 +285,9 @@ type httpListener struct {
 }
 
 // startHTTP opens the metrics listener on addr and serves it, not ready
-// yet; with no addr it returns nil, which the methods accept.
-func startHTTP(addr string, m *milter.Metrics, log *slog.Logger) (*httpListener, error) {
+// yet, with the why page at /why when page is not nil; with no addr it
+// returns nil, which the methods accept.
+func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler) (*httpListener, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -255,6 +296,10 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger) (*httpListener,
 		return nil, err
 	}
 	h := &httpListener{srv: milter.NewHTTPServer(m, log), addr: ln.Addr(), done: make(chan struct{})}
+	if page != nil {
+		h.srv.Handle("/why", page)
+		log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
+	}
 	go func() {
 		defer close(h.done)
 		if err := h.srv.Serve(ln); err != nil {
@@ -264,6 +309,85 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger) (*httpListener,
 	}()
 	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String())
 	return h, nil
+}
+
+// startWhy opens the why page's own listener on addr and serves the page
+// there at /why, with a /healthz as on the metrics listener but no
+// metrics, not ready yet; with no addr it returns nil.
+func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, error) {
+	if addr == "" || page == nil {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("why page listener on %s: %w", addr, err)
+	}
+	h := &httpListener{srv: milter.NewHTTPServer(nil, log), addr: ln.Addr(), done: make(chan struct{})}
+	h.srv.Handle("/why", page)
+	go func() {
+		defer close(h.done)
+		if err := h.srv.Serve(ln); err != nil {
+			log.Error("why page listener failed; the page is unavailable", "error", err)
+		}
+	}()
+	log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
+	return h, nil
+}
+
+// whyPage is the why page under the running config: its checks use the
+// current runtime's checker (and so its resolver and cache), and a reload
+// that changes why.rate, why.concurrent or why.cache starts a new handler
+// with those limits and an empty cache.
+type whyPage struct {
+	checker func() *spf.Checker
+	cur     atomic.Pointer[whyVersion]
+}
+
+// whyVersion is the page's handler and the settings it was made with.
+type whyVersion struct {
+	settings config.Why
+	h        http.Handler
+}
+
+// newWhyPage returns the why page for cfg, or nil when no listener would
+// serve it (why.listen and metrics.listen both empty).
+func newWhyPage(cfg *config.Config, current func() *milter.Runtime, log *slog.Logger) *whyPage {
+	if cfg.Why.Listen == "" && cfg.Metrics.Listen == "" {
+		if cfg.Why.URL != "" {
+			log.Warn("why.url is set but this daemon serves no why page: set why.listen or metrics.listen, or serve it elsewhere", "url", cfg.Why.URL)
+		}
+		return nil
+	}
+	p := &whyPage{checker: func() *spf.Checker { return current().Checker }}
+	p.update(cfg.Why, log)
+	return p
+}
+
+// update applies the why settings of a new config.
+func (p *whyPage) update(w config.Why, log *slog.Logger) {
+	if p == nil {
+		return
+	}
+	old := p.cur.Load()
+	if old != nil && old.settings.Rate == w.Rate && old.settings.Concurrent == w.Concurrent && old.settings.Cache == w.Cache {
+		return
+	}
+	ttl := w.Cache
+	if ttl == 0 {
+		ttl = -1 // why.Options: negative turns the cache off
+	}
+	p.cur.Store(&whyVersion{settings: w, h: why.NewHandler(why.Options{
+		Checker:    p.checker,
+		Rate:       w.Rate,
+		Concurrent: w.Concurrent,
+		CacheTTL:   ttl,
+		Log:        log,
+	})})
+}
+
+// ServeHTTP serves the page with the handler of the latest settings.
+func (p *whyPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.cur.Load().h.ServeHTTP(w, r)
 }
 
 func (h *httpListener) setReady() {
@@ -332,6 +456,10 @@ func rebuild(o serveOptions, listening *config.Config, oldDNS *resolverSetup, m 
 		rt.Log.Warn("metrics.listen changed; restart spf-milter to apply it",
 			"listening", listening.Metrics.Listen, "configured", cfg.Metrics.Listen)
 	}
+	if listening.Why.Listen != cfg.Why.Listen {
+		rt.Log.Warn("why.listen changed; restart spf-milter to apply it",
+			"listening", listening.Why.Listen, "configured", cfg.Why.Listen)
+	}
 	if kept {
 		rt.Log.Info("DNS settings unchanged; the resolver and its cache are kept", "cache_entries", dns.resolver.CacheLen())
 	} else {
@@ -343,6 +471,24 @@ func rebuild(o serveOptions, listening *config.Config, oldDNS *resolverSetup, m 
 	}
 	rt.Log.Info("config reloaded", "path", o.configPath)
 	return rt, dns, nil
+}
+
+// decisionLogOptions are the decision log writer's options for c.
+func decisionLogOptions(c config.DecisionLog) decisions.Options {
+	return decisions.Options{Path: c.Path, MaxSize: c.MaxSize, Keep: c.Keep}
+}
+
+// useDecisionLog sets the decision log up for rt's config, reopening the
+// file (SIGHUP is how logrotate asks for that), and has rt's sessions
+// write to it when the config names a file. The writer logs its own
+// errors, and a file that does not open is tried again later.
+func useDecisionLog(rt *milter.Runtime, w *decisions.Writer) {
+	w.SetLogger(rt.Log)
+	w.Configure(decisionLogOptions(rt.Config.DecisionLog))
+	if dl := rt.Config.DecisionLog; dl.Path != "" {
+		rt.Decisions = w
+		rt.Log.Info("decision log to "+dl.Path, "path", dl.Path, "max_size", dl.MaxSize, "keep", dl.Keep)
+	}
 }
 
 // sameListen reports whether b listens where a does; equivalent spellings
