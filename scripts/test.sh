@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 # NSD; Sendmail runs from its downloaded packages (it conflicts with
 # Postfix) and needs m4, libwrap0 and liblockfile1; OpenDMARC and
 # SpamAssassin read our headers downstream; docker-compose checks
-# docker-compose.yml; swaks and dnsutils (dig) are for poking by hand.
-APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose opendmarc spamassassin"
+# docker-compose.yml; chromium loads the why page in a real browser;
+# pyspf-milter and python3-spf are the reference milter of the load
+# generator's smoke test (bench/); swaks and dnsutils (dig) are for poking
+# by hand.
+APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose opendmarc spamassassin chromium pyspf-milter python3-spf"
 
 # How long each fuzz target runs; long enough to catch shallow crashes,
 # short enough for every CI run.
