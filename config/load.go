@@ -654,12 +654,7 @@ func (l *loader) topFields() []field {
 		{"metrics", func(key string, v *yaml.Node) {
 			l.mapping(v, key, []field{
 				{"listen", func(key string, v *yaml.Node) {
-					if s, ok := l.scalar(key, v, allowedHTTPListen); ok {
-						addr, reason := parseHTTPListen(s)
-						if reason != "" {
-							l.valueProblem(v, key, reason, allowedHTTPListen)
-							return
-						}
+					if addr, ok := l.httpListen(key, v); ok {
 						c.Metrics.Listen = addr
 					}
 				}},
@@ -668,12 +663,7 @@ func (l *loader) topFields() []field {
 		{"why", func(key string, v *yaml.Node) {
 			l.mapping(v, key, []field{
 				{"listen", func(key string, v *yaml.Node) {
-					if s, ok := l.scalar(key, v, allowedHTTPListen); ok {
-						addr, reason := parseHTTPListen(s)
-						if reason != "" {
-							l.valueProblem(v, key, reason, allowedHTTPListen)
-							return
-						}
+					if addr, ok := l.httpListen(key, v); ok {
 						c.Why.Listen, l.whyListen = addr, v
 					}
 				}},
@@ -868,6 +858,21 @@ func (l *loader) policy(key string, v *yaml.Node, m map[spf.Result]Action) {
 // scalar returns the text of a single value. YAML's own types do not
 // matter here (a port written 8895 is text like any other); each key's
 // parser says what the text may be.
+// httpListen reads the HOST:PORT of an HTTP listener (metrics.listen,
+// why.listen), normalised; ok is false after a problem was recorded.
+func (l *loader) httpListen(key string, v *yaml.Node) (addr string, ok bool) {
+	s, ok := l.scalar(key, v, allowedHTTPListen)
+	if !ok {
+		return "", false
+	}
+	addr, reason := parseHTTPListen(s)
+	if reason != "" {
+		l.valueProblem(v, key, reason, allowedHTTPListen)
+		return "", false
+	}
+	return addr, true
+}
+
 func (l *loader) scalar(key string, v *yaml.Node, allowed string) (string, bool) {
 	if v.Kind != yaml.ScalarNode {
 		l.valueProblem(v, key, kindName(v)+", where a single value is needed", allowed)

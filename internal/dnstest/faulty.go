@@ -128,7 +128,7 @@ type FaultyServer struct {
 // correctly until told otherwise; tb's cleanup closes it.
 func StartFaultyServer(tb testing.TB, z *Zone) *FaultyServer {
 	tb.Helper()
-	ln, pc, err := listenPair()
+	ln, pc, err := ListenPair()
 	if err != nil {
 		tb.Fatalf("dnstest: %v", err)
 	}

@@ -37,7 +37,7 @@ func StartServer(tb testing.TB, z *Zone) *Server {
 	tb.Helper()
 	s := &Server{zone: z, done: make(chan struct{})}
 
-	ln, pc, err := listenPair()
+	ln, pc, err := ListenPair()
 	if err != nil {
 		tb.Fatalf("dnstest: %v", err)
 	}
@@ -66,10 +66,11 @@ func StartServer(tb testing.TB, z *Zone) *Server {
 	return s
 }
 
-// listenPair finds a port free for both TCP and UDP on 127.0.0.1. The
-// kernel picks the TCP port; the UDP one may be taken by someone else, so
-// it tries a few times.
-func listenPair() (net.Listener, net.PacketConn, error) {
+// ListenPair finds a port free for both TCP and UDP on 127.0.0.1, as a DNS
+// server needs: a resolver falling back to TCP after a truncated answer
+// asks the same address. The kernel picks the TCP port; the UDP one may be
+// taken by someone else, so it tries a few times.
+func ListenPair() (net.Listener, net.PacketConn, error) {
 	var lastErr error
 	for range 20 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

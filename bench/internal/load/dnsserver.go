@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/internal/dnstest"
 )
 
 // DNSServer is an authoritative server for zoneText on 127.0.0.1, UDP and
@@ -56,7 +58,7 @@ func StartDNSServer() (*DNSServer, error) {
 		}
 	}
 
-	ln, pc, err := listenPair()
+	ln, pc, err := dnstest.ListenPair()
 	if err != nil {
 		return nil, err
 	}
@@ -76,26 +78,6 @@ func StartDNSServer() (*DNSServer, error) {
 		}
 	}
 	return s, nil
-}
-
-// listenPair finds a port free for both TCP and UDP on 127.0.0.1: a
-// resolver falling back to TCP after a truncated answer asks the same
-// address.
-func listenPair() (net.Listener, net.PacketConn, error) {
-	var lastErr error
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, nil, err
-		}
-		pc, err := net.ListenPacket("udp", ln.Addr().String())
-		if err == nil {
-			return ln, pc, nil
-		}
-		ln.Close()
-		lastErr = err
-	}
-	return nil, nil, fmt.Errorf("no port free for both UDP and TCP: %v", lastErr)
 }
 
 func parent(name string) string {
