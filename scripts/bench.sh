@@ -12,11 +12,32 @@
 #   scripts/bench.sh -duration 60s -conns 8,32,64
 #   scripts/bench.sh -only spf,null -dns-delay 0 -idle 0
 # and scripts/bench.sh -h lists them all. Run from anywhere; needs Go 1.26.
+#
+# The soak (BENCHMARKS.md, "Load") runs spf-milter alone under 1000 busy
+# connections and prints the curve of its memory and goroutines; it exits
+# non-zero on any error or if the daemon does not come back to its idle
+# baseline once the connections close:
+#   scripts/bench.sh -soak 5m -soak-conns 1000
+# It needs no pyspf-milter, and two file descriptors per connection, so
+# the soft limit on open files is raised to the hard one here.
 set -euo pipefail
 
 cd "$(dirname "$0")/../bench"
 
-if [[ ! -x /usr/bin/pyspf-milter ]] || ! /usr/bin/python3 -c 'import DNS, spf, spf_engine.milter_spf' 2>/dev/null; then
+soak=0
+for arg in "$@"; do
+	case "$arg" in
+	-soak | --soak | -soak=* | --soak=*) soak=1 ;;
+	esac
+done
+hard="$(ulimit -Hn)"
+if [[ "$hard" != unlimited ]]; then
+	ulimit -n "$hard"
+fi
+
+if [[ "$soak" -eq 1 ]]; then
+	: # spf-milter alone: pyspf-milter is not needed
+elif [[ ! -x /usr/bin/pyspf-milter ]] || ! /usr/bin/python3 -c 'import DNS, spf, spf_engine.milter_spf' 2>/dev/null; then
 	if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
 		printf '==> apt-get install pyspf-milter python3-spf\n' >&2
 		apt-get update -qq >&2

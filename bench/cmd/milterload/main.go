@@ -11,12 +11,21 @@
 //	cd bench && go run ./cmd/milterload
 //
 // It exits 1 when any session failed or got a wrong verdict.
+//
+// With -soak it runs the soak instead: spf-milter alone, -soak-conns
+// connections kept busy for the given duration, its resident memory and
+// goroutines sampled every -soak-interval, then read again once every
+// connection is closed; it prints the curve and a summary, and exits 1 on
+// any error or if the daemon did not come back to its idle baseline:
+//
+//	cd bench && go run ./cmd/milterload -soak 5m -soak-conns 1000
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -46,10 +55,17 @@ func run() int {
 		nullBin   = flag.String("nullmilter", "", "do-nothing milter `binary` (default: build ./cmd/nullmilter)")
 		workDir   = flag.String("dir", "", "`directory` for binaries, configs and logs (default: a temporary one, removed at the end)")
 		tableOnly = flag.Bool("q", false, "print only the report, no progress lines")
+		soak      = flag.Duration("soak", 0, "run the soak for this `duration` instead of the benchmark (spf-milter only)")
+		soakConns = flag.Int("soak-conns", 1000, "connections kept busy during the soak")
+		soakEvery = flag.Duration("soak-interval", 10*time.Second, "time between two samples of the soak")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "milterload: unexpected argument %q\n", flag.Arg(0))
+		return 2
+	}
+	if *soak < 0 || *soak > 0 && (*soakConns < 2 || *soakEvery <= 0) {
+		fmt.Fprintln(os.Stderr, "milterload: -soak needs a positive duration, -soak-conns 2 or more and a positive -soak-interval")
 		return 2
 	}
 	if *rounds < 1 {
@@ -82,7 +98,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "milterload:", err)
 		return 1
 	}
-	progress := os.Stderr
+	var progress io.Writer = os.Stderr
 	if *tableOnly {
 		progress = nil
 	}
@@ -103,6 +119,17 @@ func run() int {
 			bins.NullMilter = built.NullMilter
 		}
 	}
+	if *soak > 0 {
+		return runSoak(ctx, load.SoakOptions{
+			Conns:    *soakConns,
+			Duration: *soak,
+			Interval: *soakEvery,
+			Warmup:   *warmup,
+			Bin:      bins,
+			Dir:      dir,
+			Progress: progress,
+		})
+	}
 	o := load.Options{
 		Conns:     cs,
 		Duration:  *duration,
@@ -118,9 +145,7 @@ func run() int {
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
 	}
-	if progress != nil {
-		o.Progress = progress
-	}
+	o.Progress = progress
 	r, err := load.Run(ctx, o)
 	if r != nil {
 		fmt.Println()
@@ -131,6 +156,24 @@ func run() int {
 		return 1
 	}
 	if r.Errors() > 0 {
+		fmt.Fprintf(os.Stderr, "milterload: %s\n", r.Summary())
+		return 1
+	}
+	return 0
+}
+
+// runSoak runs the soak and prints its report; it returns the exit code.
+func runSoak(ctx context.Context, o load.SoakOptions) int {
+	r, err := load.Soak(ctx, o)
+	if r != nil {
+		fmt.Println()
+		r.Markdown(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "milterload:", err)
+		return 1
+	}
+	if r.Failures() > 0 {
 		fmt.Fprintf(os.Stderr, "milterload: %s\n", r.Summary())
 		return 1
 	}

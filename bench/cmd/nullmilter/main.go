@@ -58,6 +58,9 @@ func main() {
 		if os.Getenv("GOGC") == "" {
 			debug.SetGCPercent(spfmilter.DefaultGCPercent)
 		}
+		if os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(spfmilter.DefaultMemoryLimit)
+		}
 		d := spfmilter.NewDaemon(srv, spfmilter.DaemonOptions{IOBuffer: *ioBuffer, Log: slog.New(slog.DiscardHandler)})
 		serve, stop = d.Serve, func() { d.Shutdown(context.Background()) }
 	}

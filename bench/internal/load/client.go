@@ -132,6 +132,17 @@ type Message struct {
 // there, as Postfix would. The client connects from ipText; seq numbers
 // the message (queue id, subject).
 func session(client *milter.Client, c *Case, ipText string, seq int) (*Message, error) {
+	s, err := openSession(client, c, ipText, seq)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return sendMessage(s, c, ipText, seq)
+}
+
+// openSession connects to the milter and plays an SMTP client's
+// connection and HELO, leaving the session ready for MAIL FROM.
+func openSession(client *milter.Client, c *Case, ipText string, seq int) (*milter.ClientSession, error) {
 	ip, err := netip.ParseAddr(ipText)
 	if err != nil {
 		return nil, err
@@ -140,40 +151,50 @@ func session(client *milter.Client, c *Case, ipText string, seq int) (*Message, 
 	if ip.Is6() {
 		family = milter.FamilyInet6
 	}
-	qid := fmt.Sprintf("4Q%07X", seq&0xfffffff)
-	msg := &Message{Case: c, ClientIP: ipText}
-
 	s, err := client.Session()
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
-
-	cont := func(stage string, act *milter.Action, err error) error {
-		if err != nil {
-			return fmt.Errorf("%s: %w", stage, err)
-		}
-		if act.Code != milter.ActContinue {
-			return fmt.Errorf("%s: got %s, want continue", stage, describe(act))
-		}
-		return nil
-	}
 	clientName := "unknown"
-	if err := s.Macros(milter.CodeConn, "j", receiverName, "{daemon_name}", "smtpd", "{daemon_addr}", "127.0.0.1",
-		"v", "Postfix 3.7.11", "_", clientName+" ["+ipText+"]"); err != nil {
+	err = s.Macros(milter.CodeConn, "j", receiverName, "{daemon_name}", "smtpd", "{daemon_addr}", "127.0.0.1",
+		"v", "Postfix 3.7.11", "_", clientName+" ["+ipText+"]")
+	if err == nil {
+		var act *milter.Action
+		act, err = s.Conn(clientName, family, 40000+uint16(seq%20000), ipText)
+		err = wantContinue("connect", act, err)
+		if err == nil {
+			act, err = s.Helo(c.HELO)
+			err = wantContinue("helo", act, err)
+		}
+	}
+	if err != nil {
+		s.Close()
 		return nil, err
 	}
-	act, err := s.Conn(clientName, family, 40000+uint16(seq%20000), ipText)
-	if err := cont("connect", act, err); err != nil {
-		return nil, err
+	return s, nil
+}
+
+// wantContinue turns an answer other than continue into an error.
+func wantContinue(stage string, act *milter.Action, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", stage, err)
 	}
-	act, err = s.Helo(c.HELO)
-	if err := cont("helo", act, err); err != nil {
-		return nil, err
+	if act.Code != milter.ActContinue {
+		return fmt.Errorf("%s: got %s, want continue", stage, describe(act))
 	}
+	return nil
+}
+
+// sendMessage plays one SMTP transaction over an open session: MAIL FROM,
+// RCPT TO, header fields, end of headers, body if asked for, end of
+// message. A refusal at MAIL FROM ends it there, as Postfix would.
+func sendMessage(s *milter.ClientSession, c *Case, ipText string, seq int) (*Message, error) {
+	qid := fmt.Sprintf("4Q%07X", seq&0xfffffff)
+	msg := &Message{Case: c, ClientIP: ipText}
 	if err := s.Macros(milter.CodeMail, "{mail_addr}", c.Sender, "{mail_host}", c.Domain(), "{mail_mailer}", "smtp"); err != nil {
 		return nil, err
 	}
+	var err error
 	msg.Mail, err = s.Mail(c.Sender, []string{"SIZE=" + strconv.Itoa(1800+len(body))})
 	if err != nil {
 		return nil, fmt.Errorf("mail: %w", err)
@@ -184,13 +205,13 @@ func session(client *milter.Client, c *Case, ipText string, seq int) (*Message, 
 	if err := s.Macros(milter.CodeRcpt, "i", qid, "{rcpt_addr}", recipient, "{rcpt_host}", "bench.example", "{rcpt_mailer}", "virtual"); err != nil {
 		return nil, err
 	}
-	act, err = s.Rcpt(recipient, nil)
-	if err := cont("rcpt", act, err); err != nil {
+	act, err := s.Rcpt(recipient, nil)
+	if err := wantContinue("rcpt", act, err); err != nil {
 		return nil, err
 	}
 	for _, h := range headerFields(c, ipText, qid, seq) {
 		act, err = s.HeaderField(h[0], h[1])
-		if err := cont("header "+h[0], act, err); err != nil {
+		if err := wantContinue("header "+h[0], act, err); err != nil {
 			return nil, err
 		}
 	}
@@ -198,7 +219,7 @@ func session(client *milter.Client, c *Case, ipText string, seq int) (*Message, 
 		return nil, err
 	}
 	act, err = s.HeaderEnd()
-	if err := cont("end of headers", act, err); err != nil {
+	if err := wantContinue("end of headers", act, err); err != nil {
 		return nil, err
 	}
 	if !s.ProtocolOption(milter.OptNoBody) {

@@ -243,6 +243,9 @@ type SPFMilterOptions struct {
 	// GOGC, when set, is put in the daemon's environment, overriding its
 	// own garbage collector setting.
 	GOGC string
+	// MetricsListen, when set, is written as metrics.listen: the daemon
+	// then serves /metrics there.
+	MetricsListen string
 }
 
 // StartSPFMilter runs spf-milter serve with a config pointing at dnsAddr,
@@ -256,15 +259,19 @@ func StartSPFMilter(bin, dir, name, dnsAddr string, o SPFMilterOptions) (*Proces
 	if o.CacheSize >= 0 {
 		cache = fmt.Sprintf("  cache_size: %d\n", o.CacheSize)
 	}
+	metrics := ""
+	if o.MetricsListen != "" {
+		metrics = fmt.Sprintf("metrics:\n  listen: %q\n", o.MetricsListen)
+	}
 	cfg := fmt.Sprintf(`listen: inet:127.0.0.1:%d
 authserv_id: %s
 dns:
   servers: ["%s"]
   timeout: 5s
   check_timeout: 20s
-%slog:
+%s%slog:
   level: warn
-`, port, receiverName, dnsAddr, cache)
+`, port, receiverName, dnsAddr, cache, metrics)
 	base := filepath.Join(dir, slug(name))
 	if err := os.WriteFile(base+".yaml", []byte(cfg), 0o644); err != nil {
 		return nil, err
