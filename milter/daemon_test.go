@@ -39,6 +39,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+func (b *syncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
 // daemonFixture is a Daemon serving a do-nothing milter on one listener.
 type daemonFixture struct {
 	d      *Daemon

@@ -57,7 +57,10 @@ func FuzzSession(f *testing.F) {
 		f.Add(s)
 	}
 	zone := fuzzZone(f)
-	stdLog := &fuzzStdLog{}
+	// go-milter writes to the standard logger (a recovered panic among
+	// it): collected, so that its complaints about malformed packets do not
+	// flood the fuzzer's output.
+	stdLog := &syncBuffer{}
 	prevOut, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(stdLog)
 	log.SetFlags(0)
@@ -81,7 +84,7 @@ func FuzzSession(f *testing.F) {
 			Log:     slog.New(logs),
 			Metrics: metrics,
 		}
-		stdLog.reset()
+		stdLog.Reset()
 		before := runtime.NumGoroutine()
 
 		resps, srv := runFuzzSession(t, rt, stream)
@@ -842,32 +845,6 @@ func (h *fuzzLogHandler) panics() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]string(nil), h.stacks...)
-}
-
-// fuzzStdLog collects what go-milter writes to the standard logger (a
-// recovered panic among it), so that the fuzzer's output is not flooded
-// with its complaints about malformed packets.
-type fuzzStdLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *fuzzStdLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *fuzzStdLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *fuzzStdLog) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Reset()
 }
 
 // waitGoroutines fails t unless the goroutine count falls back to before:
