@@ -147,24 +147,30 @@ func run() int {
 	}
 	o.Progress = progress
 	r, err := load.Run(ctx, o)
-	if r != nil {
-		fmt.Println()
-		r.Markdown(os.Stdout)
+	if r == nil {
+		return finish(nil, 0, err)
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "milterload:", err)
-		return 1
-	}
-	if r.Errors() > 0 {
-		fmt.Fprintf(os.Stderr, "milterload: %s\n", r.Summary())
-		return 1
-	}
-	return 0
+	return finish(r, r.Errors(), err)
 }
 
 // runSoak runs the soak and prints its report; it returns the exit code.
 func runSoak(ctx context.Context, o load.SoakOptions) int {
 	r, err := load.Soak(ctx, o)
+	if r == nil {
+		return finish(nil, 0, err)
+	}
+	return finish(r, r.Failures(), err)
+}
+
+// report is what a run or a soak hands back.
+type report interface {
+	Markdown(io.Writer)
+	Summary() string
+}
+
+// finish prints r, if any, and returns the exit code: 1 after err or any
+// failure.
+func finish(r report, failures int, err error) int {
 	if r != nil {
 		fmt.Println()
 		r.Markdown(os.Stdout)
@@ -173,7 +179,7 @@ func runSoak(ctx context.Context, o load.SoakOptions) int {
 		fmt.Fprintln(os.Stderr, "milterload:", err)
 		return 1
 	}
-	if r.Failures() > 0 {
+	if failures > 0 {
 		fmt.Fprintf(os.Stderr, "milterload: %s\n", r.Summary())
 		return 1
 	}
