@@ -44,6 +44,14 @@ type DaemonOptions struct {
 	// delays nothing: the MTA waits for the reply before it sends more, and
 	// go-milter reads right after it has written the reply.
 	IOBuffer int
+	// NoReply lists the stages (SMFIP_NR_* bits, NoReplyStages for
+	// spf-milter's sessions) whose replies an MTA of milter protocol 6 may
+	// be told not to wait for, so that it sends, say, all the header
+	// fields of a message in one go. Only the bits the MTA offers are
+	// negotiated. The server's milter must answer continue at those
+	// stages, or refuse again at the next stage that is answered: the
+	// reply it gives there is dropped.
+	NoReply gomilter.OptProtocol
 	// Log receives the daemon's own events (timeouts, shutdown); nil means
 	// slog.Default().
 	Log *slog.Logger
@@ -286,6 +294,10 @@ func (d *Daemon) track(nc net.Conn) (*conn, bool) {
 	if opts.IOBuffer > 0 {
 		c.buf = bufio.NewReaderSize(socketReader{c}, opts.IOBuffer)
 	}
+	if opts.NoReply != 0 {
+		c.replies = &replyFilter{allowed: opts.NoReply}
+		c.packetRead = c.replies.packetRead
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closing {
@@ -399,6 +411,12 @@ type conn struct {
 	// until it has the whole packet. Counted per read instead, one byte a
 	// second would keep a session open for good.
 	frame packetFrame
+	// replies, when set, lets the MTA skip waiting for the replies of
+	// DaemonOptions.NoReply.
+	replies *replyFilter
+	// packetRead is replies.packetRead, made once: a method value
+	// allocates.
+	packetRead func(code byte, data []byte)
 	// packetDeadline is when the packet being read must have arrived.
 	packetDeadline time.Time
 	// readDeadline is the read deadline last set on the socket.
@@ -449,40 +467,52 @@ func (c *conn) Read(p []byte) (n int, err error) {
 	} else {
 		n, err = c.readSocket(p)
 	}
-	c.frame.consume(p[:n])
+	c.frame.consume(p[:n], c.packetRead)
 	return n, err
 }
 
 // packetFrame tracks where a stream of milter packets (a 4-byte
-// big-endian length, then that many bytes) is, as it is read.
+// big-endian length, then that many bytes: a command code and its data) is,
+// as it is read.
 type packetFrame struct {
 	length [4]byte
 	// got counts the bytes of the length read so far.
 	got int
 	// left counts the bytes of the packet still to read after its length.
 	left uint32
+	// head keeps the code and the first data bytes of the packet, enough
+	// for a negotiation; seen counts the bytes of it filled.
+	head [13]byte
+	seen int
 }
 
 // atStart reports whether the next byte starts a packet.
 func (f *packetFrame) atStart() bool { return f.got == 0 && f.left == 0 }
 
-// consume moves past b.
-func (f *packetFrame) consume(b []byte) {
+// consume moves past b, calling done, when not nil, with the code and the
+// first data bytes of every packet b completes.
+func (f *packetFrame) consume(b []byte, done func(code byte, data []byte)) {
 	for len(b) > 0 {
 		if f.left > 0 {
 			k := len(b)
 			if uint64(k) > uint64(f.left) {
 				k = int(f.left)
 			}
+			if f.seen < len(f.head) {
+				f.seen += copy(f.head[f.seen:], b[:k])
+			}
 			f.left -= uint32(k)
 			b = b[k:]
+			if f.left == 0 && done != nil {
+				done(f.head[0], f.head[1:f.seen])
+			}
 			continue
 		}
 		f.length[f.got] = b[0]
 		f.got++
 		b = b[1:]
 		if f.got == len(f.length) {
-			f.got, f.left = 0, binary.BigEndian.Uint32(f.length[:])
+			f.got, f.left, f.seen = 0, binary.BigEndian.Uint32(f.length[:]), 0
 		}
 	}
 }
@@ -524,7 +554,27 @@ func (c *conn) setReadDeadline(dl time.Time) error {
 // go-milter reads again (or the session closes) and written with what
 // follows it.
 func (c *conn) Write(p []byte) (int, error) {
+	if c.replies != nil {
+		out, err := c.replies.filter(p)
+		if err != nil {
+			c.log().Error("session closed: protocol error", "peer", peerName(c.Conn), "error", err)
+			c.Close()
+			return 0, err
+		}
+		if _, err := c.write(out); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.write(p)
+}
+
+// write sends p on, or holds it with an IOBuffer.
+func (c *conn) write(p []byte) (int, error) {
 	if c.buf == nil {
+		if len(p) == 0 {
+			return 0, nil
+		}
 		return c.writeSocket(p)
 	}
 	c.held = append(c.held, p...)

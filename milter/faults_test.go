@@ -902,15 +902,28 @@ func TestHandlerPanics(t *testing.T) {
 			want: [4]string{internalErrorReply, internalErrorReply, internalErrorReply, ""}, stage: "connect", cause: "log handler bug", next: internalErrorReply},
 	}
 	stdLog := captureStdLog(t)
-	for _, rb := range []int{0, DefaultIOBuffer} {
+	// With noReply, the MTA is told not to wait for the replies at
+	// CONNECT and HELO (go-milter's client then answers continue itself):
+	// a failure there must be refused at MAIL all the same.
+	for _, mode := range []struct {
+		ioBuffer int
+		noReply  bool
+	}{{0, false}, {DefaultIOBuffer, false}, {DefaultIOBuffer, true}} {
 		for _, tt := range tests {
-			t.Run(fmt.Sprintf("io-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("io-buffer=%d/no-reply=%v/%s", mode.ioBuffer, mode.noReply, tt.name), func(t *testing.T) {
 				leaks := goleak.IgnoreCurrent()
-				f := startFaultDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb}, wrap)
+				opts := DaemonOptions{IdleTimeout: time.Minute, IOBuffer: mode.ioBuffer}
+				var offer gomilter.OptProtocol
+				if mode.noReply {
+					opts.NoReply, offer = NoReplyStages, postfixProtocol
+					tt.want[0], tt.want[1] = "continue", "continue"
+				}
+				f := startFaultDaemon(t, opts, wrap)
 				c := gomilter.NewClientWithOptions("tcp", f.addr, gomilter.ClientOptions{
 					ReadTimeout:  10 * time.Second,
 					WriteTimeout: 10 * time.Second,
 					ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+					ProtocolMask: offer,
 				})
 				cs, err := c.Session()
 				if err != nil {

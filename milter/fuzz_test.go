@@ -31,7 +31,8 @@ import (
 
 // FuzzSession plays random packet streams, as a broken or hostile MTA
 // would send them, into a real session: go-milter's Server running our
-// NewServer milter over a unix socket pair, with checks answered from an
+// NewServer milter over a unix socket pair, either plain or through our
+// Daemon with NoReply set to NoReplyStages, with checks answered from an
 // in-memory zone. For every input:
 //
 //   - no panic happens, in our callbacks (the guard would hide it as a
@@ -45,13 +46,22 @@ import (
 //     line, header changes come only at the end of a message and carry a
 //     valid field name and a correctly folded value with no control
 //     characters, deletions name a header the MTA sent, from the highest
-//     index down, and remove exactly the forged copies of our headers.
+//     index down, and remove exactly the forged copies of our headers;
+//   - through the Daemon, the answer to a negotiation is go-milter's
+//     (version 2) unless the MTA offers version 6 or later and some of
+//     NoReplyStages: then it is version 6 with exactly those bits added;
+//     the commands of the stages negotiated get no reply at all, and the
+//     Daemon closes a session for a protocol error only where go-milter
+//     itself answers such a command with something the MTA cannot be
+//     left to miss (a connect packet without a port).
 //
 // An input is one flags byte choosing the config (fuzzConfig), one mode
-// byte, and the stream: with an odd mode byte the rest is sent as it is
-// (lengths and all); otherwise it is a list of packets, each a command
-// byte, a length (one byte, or 0xff and two bytes) and that much payload,
-// framed here, so that mutations of a payload keep the framing right.
+// byte, and the stream. Bit 0 of the mode byte (fuzzRaw) sends the rest as
+// it is (lengths and all); without it the rest is a list of packets, each
+// a command byte, a length (one byte, or 0xff and two bytes) and that much
+// payload, framed here, so that mutations of a payload keep the framing
+// right. Bit 1 (fuzzViaDaemon) serves the session through a Daemon
+// instead of go-milter's Server alone.
 func FuzzSession(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add(s)
@@ -70,7 +80,7 @@ func FuzzSession(f *testing.F) {
 	})
 	metrics := NewMetrics()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		flags, stream := decodeFuzzInput(data)
+		flags, viaDaemon, stream := decodeFuzzInput(data)
 		cfg := fuzzConfig(flags)
 		logs := &fuzzLogHandler{}
 		rt := &Runtime{
@@ -87,7 +97,7 @@ func FuzzSession(f *testing.F) {
 		stdLog.Reset()
 		before := runtime.NumGoroutine()
 
-		resps, srv := runFuzzSession(t, rt, stream)
+		resps, srv, events := runFuzzSession(t, rt, stream, viaDaemon)
 
 		for _, p := range logs.panics() {
 			t.Errorf("panic recovered by the guard:\n%s", p)
@@ -95,7 +105,15 @@ func FuzzSession(f *testing.F) {
 		if s := stdLog.String(); strings.Contains(s, "panic") {
 			t.Errorf("panic in the session goroutine (recovered by go-milter, connection dropped):\n%s", s)
 		}
-		checkResponses(t, cfg, srv, stream, resps)
+		for _, e := range events {
+			t.Logf("daemon: %s", e)
+		}
+		var noReply gomilter.OptProtocol
+		if viaDaemon {
+			noReply = NoReplyStages
+		}
+		refused := checkResponses(t, cfg, srv, stream, resps, noReply)
+		checkDaemonEvents(t, events, refused)
 		waitGoroutines(t, before)
 	})
 }
@@ -217,15 +235,23 @@ func fuzzConfig(flags byte) *config.Config {
 	return cfg
 }
 
-// decodeFuzzInput splits an input into its config flags and the byte
-// stream the MTA sends (see FuzzSession).
-func decodeFuzzInput(data []byte) (flags byte, stream []byte) {
+// Bits of the mode byte of an input.
+const (
+	fuzzRaw       = 1 << iota // the stream is sent as it is, not framed here
+	fuzzViaDaemon             // the session runs through a Daemon with NoReply
+)
+
+// decodeFuzzInput splits an input into its config flags, whether the
+// session runs through a Daemon, and the byte stream the MTA sends (see
+// FuzzSession).
+func decodeFuzzInput(data []byte) (flags byte, viaDaemon bool, stream []byte) {
 	if len(data) < 2 {
-		return 0, nil
+		return 0, false, nil
 	}
 	flags, mode, rest := data[0], data[1], data[2:]
-	if mode&1 == 1 {
-		return flags, rest
+	viaDaemon = mode&fuzzViaDaemon != 0
+	if mode&fuzzRaw != 0 {
+		return flags, viaDaemon, rest
 	}
 	for len(rest) > 0 {
 		code := rest[0]
@@ -241,7 +267,7 @@ func decodeFuzzInput(data []byte) (flags byte, stream []byte) {
 		stream = appendPacket(stream, code, rest[:n])
 		rest = rest[n:]
 	}
-	return flags, stream
+	return flags, viaDaemon, stream
 }
 
 // appendPacket frames one milter packet: its length, then the command
@@ -260,9 +286,12 @@ type fuzzResponse struct {
 
 // runFuzzSession serves one session over a socket pair, sends stream and
 // half-closes, and returns every packet the milter sent until it closed
-// its end. It fails t if the session or one of its goroutines does not
-// end within fuzzSessionBound.
-func runFuzzSession(t *testing.T, rt *Runtime, stream []byte) ([]fuzzResponse, *gomilter.Server) {
+// its end. viaDaemon serves it through a Daemon with NoReply set to
+// NoReplyStages, instead of go-milter's Server alone; the Daemon's events
+// about the session are returned too (fuzzDaemonLog). It fails t if the
+// session or one of its goroutines does not end within fuzzSessionBound,
+// or if the Daemon does not shut down cleanly after it.
+func runFuzzSession(t *testing.T, rt *Runtime, stream []byte, viaDaemon bool) ([]fuzzResponse, *gomilter.Server, []string) {
 	client, server, err := socketPair()
 	if err != nil {
 		t.Fatal(err)
@@ -272,6 +301,31 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte) ([]fuzzResponse, *
 	ln.conn <- sc
 	srv := NewServer(func() *Runtime { return rt })
 
+	// serve runs until stop is called. Both go-milter's Serve and the
+	// Daemon's end with the listener's error once it is closed; the
+	// Daemon's Shutdown closes it, and then checks that no session is left
+	// open (the session's conn is untracked just after it closes sc).
+	serve := func() { _ = srv.Serve(ln) }
+	stop := func() error { return ln.Close() }
+	dlog := &fuzzDaemonLog{}
+	if viaDaemon {
+		d := NewDaemon(srv, DaemonOptions{
+			// The whole stream is sent at once: an idle timeout means a
+			// session stuck on something else, and is reported by the log
+			// well before fuzzSessionBound.
+			IdleTimeout: fuzzSessionBound / 2,
+			IOBuffer:    DefaultIOBuffer,
+			NoReply:     NoReplyStages,
+			Log:         slog.New(dlog),
+		})
+		serve = func() { _ = d.Serve(ln) }
+		stop = func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), fuzzSessionBound)
+			defer cancel()
+			return d.Shutdown(ctx)
+		}
+	}
+
 	var (
 		wg      sync.WaitGroup
 		resps   []fuzzResponse
@@ -280,8 +334,7 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte) ([]fuzzResponse, *
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		// Serve ends with the listener's error once ln is closed below.
-		_ = srv.Serve(ln)
+		serve()
 	}()
 	go func() {
 		defer wg.Done()
@@ -307,7 +360,11 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte) ([]fuzzResponse, *
 		ln.Close()
 		t.Fatalf("session still open %v after its input started (%d bytes)\n%s", fuzzSessionBound, len(stream), stacks)
 	}
-	ln.Close()
+	if err := stop(); err != nil {
+		client.Close()
+		ln.Close()
+		t.Fatalf("shutting down after the session: %v", err)
+	}
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()
@@ -324,7 +381,56 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte) ([]fuzzResponse, *
 	if readErr != nil {
 		t.Fatalf("reading the milter's replies: %v", readErr)
 	}
-	return resps, srv
+	return resps, srv, dlog.events()
+}
+
+// fuzzDaemonLog keeps the events a Daemon logs about how a session was
+// closed (a timeout, a protocol error); its notes about shutting down are
+// not kept.
+type fuzzDaemonLog struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (h *fuzzDaemonLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (h *fuzzDaemonLog) Handle(_ context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, "session closed") {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%q", a.Key, a.Value.String())
+		return true
+	})
+	h.mu.Lock()
+	h.list = append(h.list, b.String())
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *fuzzDaemonLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *fuzzDaemonLog) WithGroup(string) slog.Handler      { return h }
+
+func (h *fuzzDaemonLog) events() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.list...)
+}
+
+// checkDaemonEvents checks how the Daemon closed the session: for a
+// protocol error exactly when refused (checkResponses says go-milter
+// answered a command the MTA was told not to wait for with something it
+// must not miss), and never for a timeout.
+func checkDaemonEvents(t *testing.T, events []string, refused bool) {
+	t.Helper()
+	switch {
+	case refused && (len(events) != 1 || !strings.HasPrefix(events[0], "session closed: protocol error")):
+		t.Fatalf("the daemon should have closed the session for a protocol error; it logged %q", events)
+	case !refused && len(events) > 0:
+		t.Fatalf("the daemon closed the session: %q", events)
+	}
 }
 
 // socketPair returns the two ends of a connected unix stream socket pair:
@@ -511,10 +617,18 @@ func headerName(data []byte) (string, string, bool) {
 type sentHeader struct{ name, value string }
 
 // checkResponses matches the milter's packets with the commands of
-// stream, in order, and checks each one.
-func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stream []byte, resps []fuzzResponse) {
+// stream, in order, and checks each one. noReply is the Daemon's NoReply
+// when the session ran through one (0 for go-milter's Server alone): the
+// commands of the stages a negotiation answer then lists in its protocol
+// mask get no reply. It returns whether the Daemon must have closed the
+// session for a protocol error: go-milter answered such a command with
+// something other than continue or a custom reply.
+func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stream []byte, resps []fuzzResponse, noReply gomilter.OptProtocol) (refused bool) {
 	t.Helper()
 	var headers []sentHeader // since the last MAIL FROM
+	// quiet is the protocol mask of the last negotiation answered: the
+	// commands whose SMFIP_NR_* bit it has get no reply.
+	var quiet gomilter.OptProtocol
 	next := 0
 	for i, p := range serverPackets(stream) {
 		answered, ends := expectation(p)
@@ -524,6 +638,15 @@ func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stre
 		case 'L':
 			if name, value, ok := headerName(p.data); ok {
 				headers = append(headers, sentHeader{name, value})
+			}
+		}
+		if answered && quiet&commandBit(p.code) != 0 {
+			answered = false
+			if p.code == 'C' && shortConnect(p.data) {
+				// go-milter answers its fixed tempfail itself, which the
+				// MTA would not read: the Daemon closes the session
+				// instead of dropping it.
+				refused, ends = true, true
 			}
 		}
 		if answered {
@@ -538,7 +661,11 @@ func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stre
 			if len(mods) > 0 && p.code != 'E' {
 				t.Fatalf("command %d %q answered with changes %q: changes are only allowed at end of message", i, p.code, mods)
 			}
-			checkFinal(t, srv, p, resps[next])
+			if p.code == 'O' {
+				quiet = checkNegotiation(t, srv, noReply, p.data, resps[next])
+			} else {
+				checkFinal(t, p, resps[next])
+			}
 			if p.code == 'E' {
 				checkChanges(t, cfg, headers, mods)
 			}
@@ -551,6 +678,41 @@ func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stre
 	if next != len(resps) {
 		t.Fatalf("%d replies that answer no command: %q", len(resps)-next, resps[next:])
 	}
+	return refused
+}
+
+// checkNegotiation checks the answer r to the MTA's negotiation packet
+// (its data offer) and returns the protocol mask it sets. go-milter
+// answers version 2 with its server's actions and protocol, whatever the
+// MTA offers. A Daemon with NoReply adds, with version 6, the NoReply bits
+// the MTA offers when it offers version 6 or later, and leaves the answer
+// alone otherwise.
+func checkNegotiation(t *testing.T, srv *gomilter.Server, noReply gomilter.OptProtocol, offer []byte, r fuzzResponse) gomilter.OptProtocol {
+	t.Helper()
+	if r.code != 'O' || len(r.data) != 12 {
+		t.Fatalf("negotiation %x answered %q %x", offer, r.code, r.data)
+	}
+	version := binary.BigEndian.Uint32(r.data)
+	actions := gomilter.OptAction(binary.BigEndian.Uint32(r.data[4:]))
+	protocol := gomilter.OptProtocol(binary.BigEndian.Uint32(r.data[8:]))
+	// Version 6 is the first to define all the SMFIP_NR_* bits.
+	var want gomilter.OptProtocol
+	if len(offer) >= 12 && binary.BigEndian.Uint32(offer) >= 6 {
+		want = noReply & gomilter.OptProtocol(binary.BigEndian.Uint32(offer[8:]))
+	}
+	added := protocol &^ srv.Protocol
+	switch {
+	case actions != srv.Actions || protocol&srv.Protocol != srv.Protocol:
+		t.Fatalf("negotiation %x answered %x: actions %#x and protocol %#x, want %#x and %#x plus NR bits",
+			offer, r.data, actions, protocol, srv.Actions, srv.Protocol)
+	case added != want:
+		t.Fatalf("negotiation %x answered %x: protocol bits %#x added, want %#x", offer, r.data, added, want)
+	case (version == 6) != (added != 0):
+		t.Fatalf("negotiation %x answered %x: version %d with protocol bits %#x added", offer, r.data, version, added)
+	case added == 0 && version != 2:
+		t.Fatalf("negotiation %x answered %x: version %d, want go-milter's 2", offer, r.data, version)
+	}
+	return protocol
 }
 
 func isModification(code byte) bool {
@@ -565,17 +727,11 @@ func isModification(code byte) bool {
 // code, an RFC 3463 enhanced code of the same class, and text.
 var replyLine = regexp.MustCompile(`^([45])[0-9][0-9] ([45])\.[0-9]{1,3}\.[0-9]{1,3} [!-~][ -~]*$`)
 
-// checkFinal checks the reply that answers command p.
-func checkFinal(t *testing.T, srv *gomilter.Server, p sentPacket, r fuzzResponse) {
+// checkFinal checks the reply that answers command p, other than a
+// negotiation (checkNegotiation).
+func checkFinal(t *testing.T, p sentPacket, r fuzzResponse) {
 	t.Helper()
 	switch {
-	case p.code == 'O':
-		if r.code != 'O' || len(r.data) != 12 ||
-			binary.BigEndian.Uint32(r.data) != 2 ||
-			binary.BigEndian.Uint32(r.data[4:]) != uint32(srv.Actions) ||
-			binary.BigEndian.Uint32(r.data[8:]) != uint32(srv.Protocol) {
-			t.Fatalf("negotiation answered %q %x", r.code, r.data)
-		}
 	case r.code == 'c':
 		if len(r.data) != 0 {
 			t.Fatalf("continue with data %q", r.data)
@@ -908,10 +1064,16 @@ func cstrings(ss ...string) []byte {
 	return b
 }
 
-func pNegotiate() fuzzPacket {
-	d := binary.BigEndian.AppendUint32(nil, 6)
+// pNegotiate is the negotiation of an MTA of protocol 6 that offers every
+// action and protocol bit, as Postfix does.
+func pNegotiate() fuzzPacket { return pNegotiateWith(6, 0x1fffff) }
+
+// pNegotiateWith offers every action, and the protocol version and mask
+// given.
+func pNegotiateWith(version, protocol uint32) fuzzPacket {
+	d := binary.BigEndian.AppendUint32(nil, version)
 	d = binary.BigEndian.AppendUint32(d, 0x1ff)
-	d = binary.BigEndian.AppendUint32(d, 0x1fffff)
+	d = binary.BigEndian.AppendUint32(d, protocol)
 	return fuzzPacket{'O', d}
 }
 
@@ -995,41 +1157,49 @@ func seedSession(ip, helo string, msgs ...[]fuzzPacket) []fuzzPacket {
 }
 
 // fuzzSeeds are valid sessions through every result and config variant,
-// hostile values, and the malformed streams the MTA-side tests use.
+// hostile values, and the malformed streams the MTA-side tests use, each
+// served by go-milter's Server alone; the sessions (and a few others)
+// again through a Daemon with NoReply; and negotiations that a Daemon
+// must or must not upgrade.
 func fuzzSeeds() [][]byte {
-	var seeds [][]byte
+	var seeds, viaDaemon [][]byte
 	add := func(flags byte, pkts ...fuzzPacket) { seeds = append(seeds, encodeSeed(flags, pkts...)) }
+	// session adds a seed that runs both ways.
+	session := func(flags byte, pkts ...fuzzPacket) {
+		add(flags, pkts...)
+		viaDaemon = append(viaDaemon, daemonSeed(encodeSeed(flags, pkts...)))
+	}
 
 	for _, d := range []string{"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "timeout", "exp", "badexp", "long", "macro", "include", "redirect", "ptr", "loop", "two", "unknown"} {
-		add(0, seedSession("192.0.2.1", "mx.pass.example", seedMessage("Q1", "user@"+d+".example", "rcpt@example.net"))...)
+		session(0, seedSession("192.0.2.1", "mx.pass.example", seedMessage("Q1", "user@"+d+".example", "rcpt@example.net"))...)
 	}
 	for _, d := range []string{"softfail", "neutral", "none", "permerror", "temperror"} {
-		add(fuzzStrict, seedSession("192.0.2.9", "mx.pass.example", seedMessage("Q1", "user@"+d+".example", "rcpt@example.net"))...)
+		session(fuzzStrict, seedSession("192.0.2.9", "mx.pass.example", seedMessage("Q1", "user@"+d+".example", "rcpt@example.net"))...)
 	}
 	for flags := 1; flags < 256; flags <<= 1 {
-		add(byte(flags), seedSession("192.0.2.9", "mx.fail.example",
+		session(byte(flags), seedSession("192.0.2.9", "mx.fail.example",
 			seedMessage("Q2", "user@exp.example", "postmaster@example.net", "rcpt@example.net"),
 			seedMessage("Q3", "a@helomacro.example", "abuse@example.net"))...)
 	}
-	add(fuzzTemplates|fuzzHELOPolicy|fuzzStrict, seedSession("2001:db8::25", "helomacro.example",
+	session(fuzzTemplates|fuzzHELOPolicy|fuzzStrict, seedSession("2001:db8::25", "helomacro.example",
 		seedMessage("Q4", "", "rcpt@example.net"),
 		seedMessage("Q5", "weird%{s}%%\"\\;=name@macro.example", "rcpt@example.net"))...)
-	add(fuzzSkips, seedSession("192.0.2.130", "mx.pass.example", seedMessage("Q6", "user@fail.example", "r@example.net"))...)
-	add(fuzzSkips, seedSession("192.0.2.1", "mx.pass.example", seedMessage("Q7", "user@sub.skip.example", "r@example.net"))...)
+	session(fuzzSkips, seedSession("192.0.2.130", "mx.pass.example", seedMessage("Q6", "user@fail.example", "r@example.net"))...)
+	session(fuzzSkips, seedSession("192.0.2.1", "mx.pass.example", seedMessage("Q7", "user@sub.skip.example", "r@example.net"))...)
 
 	// Hostile values: control characters, non-ASCII, very long.
 	long := strings.Repeat("a", 300) + "." + strings.Repeat("b", 70) + ".example"
-	add(fuzzTemplates, seedSession("192.0.2.9", "evil\r\nX-Injected: yes\x01\xc3\xa9",
+	session(fuzzTemplates, seedSession("192.0.2.9", "evil\r\nX-Injected: yes\x01\xc3\xa9",
 		seedMessage("Q8", "us\r\ner\"@fail.example", "r\n@example.net"),
 		seedMessage("Q9", strings.Repeat("x", 2000)+"@"+long, "r@example.net"))...)
-	add(fuzzStrict, seedSession("192.0.2.9", long+" "+long, seedMessage("QA", "\xff\xfe@\xc3\xa9.example", "r@example.net"))...)
+	session(fuzzStrict, seedSession("192.0.2.9", long+" "+long, seedMessage("QA", "\xff\xfe@\xc3\xa9.example", "r@example.net"))...)
 
 	// Out of order, repeated, aborted, and without connect data.
-	add(0, pNegotiate(), pMail("user@fail.example"), pRcpt("r@example.net"), pEOH, pEOM, pQuit)
+	session(0, pNegotiate(), pMail("user@fail.example"), pRcpt("r@example.net"), pEOH, pEOM, pQuit)
 	add(0, pMacros('M', "{client_addr}", "IPv6:2001:db8::25", "s", "mx.pass.example"), pMail("user@pass.example"), pHeader("Received-SPF", "x"), pEOM)
 	aborted := seedSession("192.0.2.1", "mx.pass.example")
 	aborted = append(aborted[:len(aborted)-1], seedMessage("QB", "user@pass.example", "r@example.net")[:4]...)
-	add(0, append(aborted, pAbort, pEOM, pAbort, pHelo("again.example"), pEOM)...)
+	session(0, append(aborted, pAbort, pEOM, pAbort, pHelo("again.example"), pEOM)...)
 	add(0, pConnect("unknown", 'U', 0, ""), pConnect("sock", 'L', 0, "/run/x"), pHelo(""), pMail(""), pEOM)
 	add(0, fuzzPacket{'C', cstrings("host")}, pHelo("x"))
 	add(0, fuzzPacket{'C', []byte("host\x004")}, pMail("user@fail.example"), pEOM)
@@ -1047,5 +1217,41 @@ func fuzzSeeds() [][]byte {
 		rawSeed(0, append(good, 0, 0, 0, 1, 'Z')),
 		rawSeed(0, append(good, 0, 0)),
 	)
-	return seeds
+	viaDaemon = append(viaDaemon,
+		daemonSeed(rawSeed(0, append(good, 0, 0, 0, 100, 'H', 'x'))),
+		daemonSeed(rawSeed(0, append(good, 0, 0, 0, 1, 'Z'))),
+	)
+
+	// Negotiations through a Daemon: protocol 2 with SMFIP_NOHREPL (bit
+	// 0x80, SMFIP_NR_HDR in protocol 6), which it must not upgrade;
+	// protocol 6 with only SMFIP_NR_HDR; with every bit but the NR ones;
+	// twice in a session, the second taking the first back; and a connect
+	// packet without a port, which go-milter answers with a tempfail the
+	// MTA was told not to wait for.
+	msg := seedMessage("QC", "user@fail.example", "r@example.net")
+	for _, neg := range []fuzzPacket{
+		pNegotiateWith(2, 0xff),
+		pNegotiateWith(6, uint32(gomilter.OptNoHeaderReply)),
+		pNegotiateWith(6, 0x1fffff&^uint32(NoReplyStages)),
+		pNegotiateWith(7, uint32(gomilter.OptNoHeloReply|gomilter.OptNoMailReply)),
+	} {
+		pkts := seedSession("192.0.2.9", "mx.fail.example", msg)
+		pkts[0] = neg
+		viaDaemon = append(viaDaemon, daemonSeed(encodeSeed(fuzzHELOPolicy, pkts...)))
+	}
+	twice := seedSession("192.0.2.9", "mx.fail.example", msg)
+	twice = append(twice[:3:3], append([]fuzzPacket{pNegotiateWith(2, 0xff)}, twice[3:]...)...)
+	viaDaemon = append(viaDaemon,
+		daemonSeed(encodeSeed(0, twice...)),
+		daemonSeed(encodeSeed(0, pNegotiate(), fuzzPacket{'C', []byte("host\x004")}, pHelo("x"), pMail("user@fail.example"), pEOM)),
+		daemonSeed(encodeSeed(0, pNegotiate(), fuzzPacket{'C', cstrings("host")}, pHelo("x"))),
+	)
+	return append(seeds, viaDaemon...)
+}
+
+// daemonSeed is seed with its mode byte asking for a Daemon.
+func daemonSeed(seed []byte) []byte {
+	seed = bytes.Clone(seed)
+	seed[1] |= fuzzViaDaemon
+	return seed
 }

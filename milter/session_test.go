@@ -96,6 +96,9 @@ type harness struct {
 	addr string
 	dns  *dnstest.Server
 	logs *logBuffer
+	// offer is the protocol mask the MTA offers (postfixProtocol unless
+	// a test changes it before it connects).
+	offer gomilter.OptProtocol
 }
 
 func newHarness(t *testing.T, cfg *config.Config, z *dnstest.Zone) *harness {
@@ -125,17 +128,22 @@ func startServer(t *testing.T, current func() *Runtime, srv *dnstest.Server, log
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(current)
+	// Served as spf-milter serve does by default, to an MTA that offers
+	// what Postfix does (harness.open): the replies of NoReplyStages are
+	// not waited for.
+	d := NewDaemon(NewServer(current), DaemonOptions{IOBuffer: DefaultIOBuffer, NoReply: NoReplyStages, Log: slog.New(slog.DiscardHandler)})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Serve(ln)
+		d.Serve(ln)
 	}()
 	t.Cleanup(func() {
-		s.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
 		<-done
 	})
-	return &harness{t: t, addr: ln.Addr().String(), dns: srv, logs: logs}
+	return &harness{t: t, addr: ln.Addr().String(), dns: srv, logs: logs, offer: postfixProtocol}
 }
 
 // connect opens a milter session for an SMTP client at ip (IPv4 or IPv6)
@@ -167,6 +175,7 @@ func (h *harness) open() *gomilter.ClientSession {
 		ReadTimeout:  30 * time.Second,
 		WriteTimeout: 30 * time.Second,
 		ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+		ProtocolMask: h.offer,
 	})
 	cs, err := c.Session()
 	if err != nil {
@@ -1049,17 +1058,26 @@ func TestInternalFailure(t *testing.T) {
 		t.Errorf("next message answered %q, %q with %d headers", reply(o2.mail), reply(o2.end), len(o2.mods))
 	}
 
-	// No runtime at all: every stage tempfails, nothing is accepted.
+	// No runtime at all: every stage answered tempfails, nothing is
+	// accepted. An MTA that waits for no reply at CONNECT and HELO (go-milter's
+	// client then says continue itself) is refused at MAIL.
 	h2 := startServer(t, func() *Runtime { return nil }, nil, &logBuffer{})
-	cs2 := h2.open()
-	answers := []*gomilter.Action{
-		must(t)(cs2.Conn("client.example", gomilter.FamilyInet, 25, clientIP)),
-		must(t)(cs2.Helo(passHELO)),
-		must(t)(cs2.Mail("alice@pass.example", nil)),
-	}
-	for i, a := range answers {
-		if reply(a) != internalErrorReply {
-			t.Errorf("%s answered %q without a runtime, want %q", []string{"connect", "helo", "mail"}[i], reply(a), internalErrorReply)
+	for _, offer := range []gomilter.OptProtocol{0, postfixProtocol} {
+		h2.offer = offer
+		cs2 := h2.open()
+		answers := []*gomilter.Action{
+			must(t)(cs2.Conn("client.example", gomilter.FamilyInet, 25, clientIP)),
+			must(t)(cs2.Helo(passHELO)),
+			must(t)(cs2.Mail("alice@pass.example", nil)),
+		}
+		want := []string{internalErrorReply, internalErrorReply, internalErrorReply}
+		if offer != 0 {
+			want[0], want[1] = "continue", "continue"
+		}
+		for i, a := range answers {
+			if reply(a) != want[i] {
+				t.Errorf("offering %#x: %s answered %q without a runtime, want %q", offer, []string{"connect", "helo", "mail"}[i], reply(a), want[i])
+			}
 		}
 	}
 }

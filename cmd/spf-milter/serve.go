@@ -28,6 +28,7 @@ import (
 )
 
 const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION] [--io-buffer BYTES]
+                         [--skip-replies=false]
 
 Runs the milter daemon. Without --config it reads ` + config.DefaultPath + `,
 or runs on the built-in defaults when that file does not exist.
@@ -56,6 +57,9 @@ type serveOptions struct {
 	drainTimeout time.Duration
 	// ioBuffer is milter.DaemonOptions.IOBuffer.
 	ioBuffer int
+	// skipReplies sets milter.DaemonOptions.NoReply to
+	// milter.NoReplyStages.
+	skipReplies bool
 	// setDefaultLogger makes each config's logger the process default, so
 	// that go-milter's own log.Printf lines come out in the configured
 	// format too. Off in in-process tests, which must not touch globals.
@@ -77,6 +81,7 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	path := fs.String("config", config.DefaultPath, "config file `path`")
 	drain := fs.Duration("drain-timeout", defaultDrainTimeout, "at shutdown, how long open sessions may take to finish (`duration`)")
 	ioBuffer := fs.Int("io-buffer", milter.DefaultIOBuffer, "I/O buffer per MTA connection in `bytes` (reads buffered, replies sent together); 0 reads and writes each packet straight, as plain go-milter does (for comparison)")
+	skipReplies := fs.Bool("skip-replies", true, "let an MTA of milter protocol 6 (Postfix, Sendmail 8.14 and later) send connect, HELO and the header fields without waiting for a reply to each; false answers every command, as plain go-milter does (for comparison)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, serveUsage)
@@ -88,7 +93,7 @@ func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	o := &serveOptions{configPath: *path, drainTimeout: *drain, ioBuffer: *ioBuffer, setDefaultLogger: true}
+	o := &serveOptions{configPath: *path, drainTimeout: *drain, ioBuffer: *ioBuffer, skipReplies: *skipReplies, setDefaultLogger: true}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "config" {
 			o.explicit = true
@@ -207,7 +212,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if whyWeb != nil && o.whyReady != nil {
 		o.whyReady(whyWeb.addr)
 	}
-	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, o.ioBuffer))
+	d := milter.NewDaemon(milter.NewServer(cur.Load), daemonOptions(rt, &o))
 	metrics.SetOpenSessions(d.Open)
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ln) }()
@@ -238,7 +243,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 					dns = nextDNS
 					metrics.SetCacheEntries(dns.resolver.CacheLen)
 				}
-				d.SetOptions(daemonOptions(next, o.ioBuffer))
+				d.SetOptions(daemonOptions(next, &o))
 				page.update(next.Config.Why, next.Log)
 				if o.setDefaultLogger {
 					slog.SetDefault(next.Log)
@@ -573,13 +578,17 @@ func newRuntime(cfg *config.Config, resolver spf.Resolver, m *milter.Metrics, lo
 	return &milter.Runtime{Config: cfg, Checker: checker, Log: log, Metrics: m}, nil
 }
 
-func daemonOptions(rt *milter.Runtime, ioBuffer int) milter.DaemonOptions {
-	return milter.DaemonOptions{
+func daemonOptions(rt *milter.Runtime, o *serveOptions) milter.DaemonOptions {
+	opts := milter.DaemonOptions{
 		IdleTimeout: rt.Config.Session.IdleTimeout,
 		MaxDuration: rt.Config.Session.MaxDuration,
-		IOBuffer:    ioBuffer,
+		IOBuffer:    o.ioBuffer,
 		Log:         rt.Log,
 	}
+	if o.skipReplies {
+		opts.NoReply = milter.NoReplyStages
+	}
+	return opts
 }
 
 // newLogger returns a logger writing to w in the format and from the level

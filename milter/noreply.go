@@ -1,0 +1,136 @@
+package milter
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	gomilter "github.com/emersion/go-milter"
+)
+
+// NoReplyStages are the stages at which a session's reply may go unsent
+// (DaemonOptions.NoReply): connect, HELO, each header field and the end of
+// the headers. A session decides at MAIL FROM, RCPT TO and the end of the
+// message; a failure at an earlier stage marks the connection or the
+// message, and the next stage that is answered refuses it again.
+const NoReplyStages = gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply
+
+// noReplyProtocol is the protocol version that defines all the SMFIP_NR_*
+// bits. go-milter v0.5.0 answers every negotiation with version 2.
+const noReplyProtocol = 6
+
+// commandBit maps a command code to the SMFIP_NR_* bit that lets the
+// milter leave it unanswered.
+func commandBit(code byte) gomilter.OptProtocol {
+	switch gomilter.Code(code) {
+	case gomilter.CodeConn:
+		return gomilter.OptNoConnReply
+	case gomilter.CodeHelo:
+		return gomilter.OptNoHeloReply
+	case gomilter.CodeMail:
+		return gomilter.OptNoMailReply
+	case gomilter.CodeRcpt:
+		return gomilter.OptNoRcptReply
+	case gomilter.CodeHeader:
+		return gomilter.OptNoHeaderReply
+	case gomilter.CodeEOH:
+		return gomilter.OptNoEOHReply
+	case gomilter.CodeBody:
+		return gomilter.OptNoBodyReply
+	case gomilter.CodeData:
+		return gomilter.OptNoDataReply
+	case 'U': // SMFIC_UNKNOWN, which go-milter does not name
+		return gomilter.OptNoUnknownReply
+	}
+	return 0
+}
+
+// replyAction is what replyFilter does with the next packet go-milter
+// writes.
+type replyAction uint8
+
+const (
+	passReply    replyAction = iota
+	upgradeReply             // the answer to the MTA's negotiation
+	dropReply                // the reply to a stage the MTA does not wait for
+)
+
+// replyFilter lets an MTA of protocol 6 send the stages a session need not
+// answer without waiting for each reply, which go-milter cannot: it
+// negotiates protocol 2 and answers every command. With a header field
+// per packet, that is most of the round trips of a message.
+//
+// It watches the packets go-milter reads; when the MTA offers protocol 6
+// and some of the allowed SMFIP_NR_* bits, it adds them to go-milter's
+// answer (with version 6), and then drops go-milter's reply to every
+// command of those stages. go-milter writes one reply after each command
+// it reads, and nothing else before it, so the reply is the next packet
+// written.
+type replyFilter struct {
+	// allowed is DaemonOptions.NoReply; quiet is what was negotiated.
+	allowed, quiet gomilter.OptProtocol
+	next           replyAction
+	// pkt gathers a packet to drop or change until it is whole.
+	pkt []byte
+}
+
+// packetRead notes a whole packet go-milter has read: its command code
+// and its first bytes of data.
+func (f *replyFilter) packetRead(code byte, data []byte) {
+	if code == byte(gomilter.CodeOptNeg) {
+		f.quiet, f.next = 0, passReply
+		if len(data) >= 12 && binary.BigEndian.Uint32(data) >= noReplyProtocol {
+			f.quiet = f.allowed & gomilter.OptProtocol(binary.BigEndian.Uint32(data[8:]))
+			if f.quiet != 0 {
+				f.next = upgradeReply
+			}
+		}
+		return
+	}
+	if f.quiet&commandBit(code) != 0 {
+		f.next = dropReply
+	}
+}
+
+// filter takes p, written by go-milter, and returns what to send on: p
+// itself, or nothing while a packet to drop or change is incomplete, or
+// the changed packet and what followed it. The result is only valid
+// until the next call.
+func (f *replyFilter) filter(p []byte) ([]byte, error) {
+	if f.next == passReply {
+		return p, nil
+	}
+	f.pkt = append(f.pkt, p...)
+	if len(f.pkt) < 4 {
+		return nil, nil
+	}
+	size := 4 + uint64(binary.BigEndian.Uint32(f.pkt))
+	if uint64(len(f.pkt)) < size {
+		return nil, nil
+	}
+	action := f.next
+	f.next = passReply
+	out := f.pkt
+	f.pkt = f.pkt[:0]
+	switch action {
+	case dropReply:
+		// Continue, or a refusal the session repeats at the next stage
+		// that is answered (NoReplyStages). Anything else would change
+		// the MTA's state: the MTA must not miss it.
+		if size < 5 {
+			return nil, fmt.Errorf("milter: empty reply to a command the MTA was told not to wait for")
+		}
+		if out[4] != byte(gomilter.ActContinue) && out[4] != byte(gomilter.ActReplyCode) {
+			return nil, fmt.Errorf("milter: reply %q to a command the MTA was told not to wait for", rune(out[4]))
+		}
+		return out[size:], nil
+	case upgradeReply:
+		if size < 17 || out[4] != byte(gomilter.CodeOptNeg) {
+			return nil, fmt.Errorf("milter: negotiation answered with a %d-byte packet %q", size, out[4:min(size, 8)])
+		}
+		binary.BigEndian.PutUint32(out[5:], noReplyProtocol)
+		proto := gomilter.OptProtocol(binary.BigEndian.Uint32(out[13:])) | f.quiet
+		binary.BigEndian.PutUint32(out[13:], uint32(proto))
+		return out, nil
+	}
+	return out, nil
+}
