@@ -9,9 +9,12 @@
 //
 // With -io-buffer N the sessions are served through spf-milter's own I/O
 // layer (milter.Daemon with that IOBuffer: reads through a buffer, the
-// packets of a reply sent in one write), as spf-milter serve --io-buffer
-// does, with spf-milter's garbage collector setting (milter.DefaultGCPercent); 0 (the default) is plain go-milter, two system calls per packet
-// read and one per packet written.
+// packets of a reply sent in one write, no reply to the commands of
+// milter.NoReplyStages for an MTA of protocol 6), as spf-milter serve
+// does by default, with spf-milter's garbage collector setting
+// (milter.DefaultGCPercent); 0 (the default) is plain go-milter: two
+// system calls per packet read, one per packet written, and a reply to
+// every command.
 package main
 
 import (
@@ -61,7 +64,9 @@ func main() {
 		if os.Getenv("GOMEMLIMIT") == "" {
 			debug.SetMemoryLimit(spfmilter.DefaultMemoryLimit)
 		}
-		d := spfmilter.NewDaemon(srv, spfmilter.DaemonOptions{IOBuffer: *ioBuffer, Log: slog.New(slog.DiscardHandler)})
+		// It answers continue everywhere, so it can skip the replies
+		// spf-milter's sessions skip.
+		d := spfmilter.NewDaemon(srv, spfmilter.DaemonOptions{IOBuffer: *ioBuffer, NoReply: spfmilter.NoReplyStages, Log: slog.New(slog.DiscardHandler)})
 		serve, stop = d.Serve, func() { d.Shutdown(context.Background()) }
 	}
 	go func() {

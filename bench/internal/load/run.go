@@ -153,8 +153,8 @@ func (r *Report) Errors() int {
 type target struct {
 	role, name, dns string
 	kind            Kind
-	// v6: offer the masks of milter protocol 6, as Postfix does; go-milter
-	// servers only take protocol 2's.
+	// v6: offer the masks of milter protocol 6, as Postfix does; plain
+	// go-milter servers, which answer version 2, only take protocol 2's.
 	v6    bool
 	cold  bool
 	idle  bool
@@ -194,26 +194,29 @@ func targets(o Options, f SPFMilterFeatures, dnsAddr string) []target {
 	// The plain row runs as go-milter alone would: unbuffered I/O and Go's
 	// default garbage collector setting.
 	plainName := "spf-milter --io-buffer 0, GOGC=100 (plain go-milter I/O and GC)"
-	nullOursName := fmt.Sprintf("do-nothing through spf-milter's I/O (--io-buffer %d, GOGC=%d)", spfmilter.DefaultIOBuffer, spfmilter.DefaultGCPercent)
+	if f.SkipReplies {
+		plainName = "spf-milter --io-buffer 0 --skip-replies=false, GOGC=100 (plain go-milter I/O and GC)"
+	}
+	nullOursName := fmt.Sprintf("do-nothing through spf-milter's I/O (--io-buffer %d, replies skipped, GOGC=%d)", spfmilter.DefaultIOBuffer, spfmilter.DefaultGCPercent)
 	unbufferedSkip := ""
 	if !f.IOBuffer {
 		unbufferedSkip = "this spf-milter has no --io-buffer flag"
 	}
 	ts := []target{
 		{role: RoleSPFUnbuffered, name: plainName, dns: spfWarm, kind: KindSPFMilter, idle: true, skip: unbufferedSkip,
-			start: start(plainName, SPFMilterOptions{IOBuffer: 0, CacheSize: -1, GOGC: "100"})},
-		{role: RoleSPF, name: spfName, dns: spfWarm, kind: KindSPFMilter, idle: true,
+			start: start(plainName, SPFMilterOptions{IOBuffer: 0, CacheSize: -1, GOGC: "100", WaitReplies: f.SkipReplies})},
+		{role: RoleSPF, name: spfName, dns: spfWarm, kind: KindSPFMilter, idle: true, v6: f.SkipReplies,
 			start: start(spfName, SPFMilterOptions{IOBuffer: spfBuffer, CacheSize: -1})},
 		{role: RoleNull, name: "do-nothing (go-milter)", dns: "not used", kind: KindNull, idle: true,
 			start: null("do-nothing (go-milter)", 0)},
-		{role: RoleNullBuffered, name: nullOursName, dns: "not used", kind: KindNull, idle: true,
+		{role: RoleNullBuffered, name: nullOursName, dns: "not used", kind: KindNull, idle: true, v6: true,
 			start: null(nullOursName, spfmilter.DefaultIOBuffer)},
 		{role: RolePySPF, name: "pyspf-milter", dns: "instant, no cache (it has none)", kind: KindPySPF, v6: true, skip: pySkip,
 			start: py("pyspf-milter")},
 	}
 	if o.ColdDelay > 0 {
 		ts = append(ts,
-			target{role: RoleSPFCold, name: spfName, dns: spfCold, kind: KindSPFMilter, cold: true,
+			target{role: RoleSPFCold, name: spfName, dns: spfCold, kind: KindSPFMilter, cold: true, v6: f.SkipReplies,
 				start: start(spfName+" cold", SPFMilterOptions{IOBuffer: spfBuffer, CacheSize: cacheSize})},
 			target{role: RolePySPFCold, name: "pyspf-milter", dns: fmt.Sprintf("%v delay, no cache", o.ColdDelay), kind: KindPySPF, v6: true, cold: true, skip: pySkip,
 				start: py("pyspf-milter cold")},

@@ -220,6 +220,10 @@ type SPFMilterFeatures struct {
 	IOBuffer bool
 	// CacheSize: the config has dns.cache_size.
 	CacheSize bool
+	// SkipReplies: serve has --skip-replies, on by default: the daemon
+	// answers an MTA of protocol 6 with version 6 and lets it skip the
+	// replies of milter.NoReplyStages.
+	SkipReplies bool
 }
 
 // DetectFeatures asks the binary.
@@ -227,6 +231,7 @@ func DetectFeatures(bin, dir string) SPFMilterFeatures {
 	var f SPFMilterFeatures
 	out, _ := exec.Command(bin, "serve", "-h").CombinedOutput()
 	f.IOBuffer = bytes.Contains(out, []byte("io-buffer"))
+	f.SkipReplies = bytes.Contains(out, []byte("skip-replies"))
 	cfg := filepath.Join(dir, "probe.yaml")
 	if err := os.WriteFile(cfg, []byte("dns:\n  cache_size: 0\n"), 0o644); err == nil {
 		f.CacheSize = exec.Command(bin, "validate", "--config", cfg).Run() == nil
@@ -246,6 +251,9 @@ type SPFMilterOptions struct {
 	// MetricsListen, when set, is written as metrics.listen: the daemon
 	// then serves /metrics there.
 	MetricsListen string
+	// WaitReplies passes --skip-replies=false: every command answered,
+	// as plain go-milter does.
+	WaitReplies bool
 }
 
 // StartSPFMilter runs spf-milter serve with a config pointing at dnsAddr,
@@ -284,11 +292,15 @@ dns:
 	if o.IOBuffer >= 0 {
 		argv = append(argv, "--io-buffer", strconv.Itoa(o.IOBuffer))
 	}
+	if o.WaitReplies {
+		argv = append(argv, "--skip-replies=false")
+	}
 	return startProcess(name, fmt.Sprintf("127.0.0.1:%d", port), base+".log", argv...)
 }
 
 // StartNullMilter runs the do-nothing milter with the given I/O buffer
-// (0: plain go-milter reads).
+// (0: plain go-milter; over 0: through spf-milter's daemon, which also
+// lets an MTA of protocol 6 skip the replies spf-milter's do).
 func StartNullMilter(bin, dir, name string, ioBuffer int) (*Process, error) {
 	port, err := freePort()
 	if err != nil {
