@@ -65,7 +65,11 @@ func identityRank(id spf.Identity) int {
 // inside comments and quoted-strings too. It breaks only at a single space
 // between two visible characters, so no line is ever blank.
 func fold(name, value string) string {
+	if len(name)+len(": ")+len(value) <= maxLineLength {
+		return value
+	}
 	var b strings.Builder
+	b.Grow(len(value) + len(value)/maxLineLength + 1)
 	lineLen := len(name) + len(": ")
 	start := 0 // start of the word not yet written
 	for start < len(value) {

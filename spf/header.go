@@ -24,6 +24,7 @@ func (o *Outcome) ReceivedSPF(receiver string) string {
 	receiver = cleanText(receiver)
 
 	var b strings.Builder
+	b.Grow(256 + len(o.Sender) + len(o.HELO) + len(o.Mechanism) + len(o.Problem))
 	b.WriteString(string(res))
 	b.WriteString(" (")
 	if receiver != "" {
@@ -203,6 +204,10 @@ func headerResult(r Result) Result {
 // DEL, invalid byte and non-ASCII character becomes '?', and the result is
 // cut to maxHeaderValue bytes, ending in "..." when cut.
 func cleanText(s string) string {
+	if len(s) <= maxHeaderValue && isPrintableASCII(s) {
+		// The common case, and every header holds several values.
+		return s
+	}
 	var b strings.Builder
 	for _, r := range s {
 		if b.Len() > maxHeaderValue {
@@ -220,6 +225,17 @@ func cleanText(s string) string {
 		return b.String()[:maxHeaderValue-3] + "..."
 	}
 	return b.String()
+}
+
+// isPrintableASCII reports whether s holds only printable US-ASCII and
+// spaces: what cleanText leaves as it is.
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // cleanReason prepares a reason= value: clean text in which ';' becomes ','
@@ -323,6 +339,9 @@ func isToken(s string) bool {
 // escapeComment makes s fit inside an RFC 5322 comment: parentheses and
 // backslashes become quoted-pairs. s must already be clean.
 func escapeComment(s string) string {
+	if !strings.ContainsAny(s, `()\`) {
+		return s
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
