@@ -104,7 +104,7 @@ func (r *Report) Ratios() []string {
 	}{
 		{RoleSPF, RoleNull, "target ≥ 0.90"},
 		{RoleSPFUnbuffered, RoleNull, "both with plain go-milter I/O and GC"},
-		{RoleSPF, RoleNullBuffered, "both with spf-milter's I/O and GC"},
+		{RoleSPF, RoleNullBuffered, "both with spf-milter's I/O, replies skipped and GC"},
 	} {
 		a, b := r.row(x.role, hi), r.row(x.base, hi)
 		if a == nil || b == nil {

@@ -110,6 +110,8 @@ type SoakReport struct {
 	ErrorSamples                  []string
 	// SampleErrors counts readings of the daemon that failed.
 	SampleErrors int
+	// v6: the daemon is offered protocol 6 (it can skip replies).
+	v6 bool
 	// PeakRSS is the largest VmRSS read, every second, under load.
 	PeakRSS int64
 }
@@ -160,6 +162,12 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if !f.IOBuffer {
 		so.IOBuffer = -1
 		r.Target = "spf-milter (this build has no --io-buffer), DNS cache on"
+	}
+	if f.SkipReplies {
+		// Offered protocol 6, as Postfix offers it: the replies of
+		// milter.NoReplyStages are skipped.
+		r.v6 = true
+		r.Target += ", replies skipped (protocol 6)"
 	}
 	p, err := StartSPFMilter(o.Bin.SPFMilter, o.Dir, "spf-milter soak", dns.Addr(), so)
 	if err != nil {
@@ -230,7 +238,7 @@ func (c *soakCounters) fail(what string, err error) {
 // load runs the workers for the duration and samples the daemon meanwhile.
 func (r *SoakReport) load(ctx context.Context, p *Process, sc *scraper, logf func(string, ...any)) error {
 	o := r.Options
-	client := newClient(p.Addr, false)
+	client := newClient(p.Addr, r.v6)
 	var (
 		cnt  soakCounters
 		stop atomic.Bool
