@@ -76,8 +76,12 @@ type replyFilter struct {
 // packetRead notes a whole packet go-milter has read: its command code
 // and its first bytes of data.
 func (f *replyFilter) packetRead(code byte, data []byte) {
+	// go-milter writes a command's reply before it reads again: whatever
+	// is still armed is for a command it left unanswered (one it closed
+	// the session on), and must not catch the next command's reply.
+	f.next, f.pkt = passReply, f.pkt[:0]
 	if code == byte(gomilter.CodeOptNeg) {
-		f.quiet, f.next = 0, passReply
+		f.quiet = 0
 		if len(data) >= 12 && binary.BigEndian.Uint32(data) >= noReplyProtocol {
 			f.quiet = f.allowed & gomilter.OptProtocol(binary.BigEndian.Uint32(data[8:]))
 			if f.quiet != 0 {

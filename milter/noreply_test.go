@@ -221,6 +221,8 @@ func TestReplyFilter(t *testing.T) {
 			writes: [][]byte{packet('y', []byte("451 4.3.0 x\x00")...)}, want: nil},
 		{name: "continue to MAIL kept", read: packet('M', '<', '>', 0),
 			writes: [][]byte{packet('c')}, want: packet('c')},
+		{name: "header left unanswered, then MAIL", read: append(packet('L', 'X', 0, 'y', 0), packet('M', '<', '>', 0)...),
+			writes: [][]byte{packet('c')}, want: packet('c')},
 		{name: "reject to a header", read: packet('L', 'X', 0, 'y', 0),
 			writes: [][]byte{packet('r')}, wantErr: `reply 'r'`},
 		{name: "negotiation answered with something else", read: packet('O', offer(6, 0x1fffff)...),
