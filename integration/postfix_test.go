@@ -46,7 +46,7 @@ const authservID = "mx.example.test"
 // receiver is the host named in Received-SPF. The DNS cache is off: the
 // temperror tests stop the DNS server and must see the next check fail,
 // not an answer another test left in the cache (TestPostfixNothingLost
-// runs with the cache on).
+// runs with the cache on). The debug level logs the protocol negotiated.
 func postfixMilterConfig(dnsAddr, receiver string) string {
 	return fmt.Sprintf(`authserv_id: %s
 receiver: %s
@@ -54,6 +54,7 @@ dns: {servers: [%q], timeout: 3s, check_timeout: 10s, cache_size: 0}
 policy:
   mailfrom: {permerror: reject}
 trusted_networks: [127.0.0.1/32]
+log: {level: debug}
 `, authservID, receiver, dnsAddr)
 }
 
@@ -847,6 +848,13 @@ func TestPostfixOneConnection(t *testing.T) {
 			countPrefix(got, "Received-SPF:") != 2 || countPrefix(got, "Authentication-Results:") != 1 {
 			t.Errorf("message %d from %s: fields %q, want %q... first, two Received-SPF, one Authentication-Results", i, tc.from, got, want)
 		}
+	}
+	// Postfix offers milter protocol 6 (milter_protocol's default), so
+	// the daemon told it not to wait for the replies at CONNECT, HELO and
+	// each header field: all the above went through that way.
+	if log := e.milter.Log(); !strings.Contains(log, "milter protocol 6 negotiated, replies skipped") ||
+		!strings.Contains(log, "connect,helo,header,eoh") {
+		t.Errorf("no protocol 6 negotiation with replies skipped in the milter's log")
 	}
 }
 

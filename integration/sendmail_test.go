@@ -516,6 +516,8 @@ func TestSendmail(t *testing.T) {
 dns: {servers: [%q], timeout: 2s, check_timeout: 10s}
 # The client is on loopback (127.0.0.2): check it all the same.
 trusted_networks: []
+# The protocol negotiated is logged at debug level.
+log: {level: debug}
 `, n.Addr))
 	sm := startSendmail(t, root, m.Addr)
 
@@ -632,4 +634,10 @@ trusted_networks: []
 			t.Errorf("after the milter's restart: delivered without our header on top:\n%s", msg)
 		}
 	})
+	// Sendmail 8.14 and later offer milter protocol 6: the replies at
+	// CONNECT, HELO and each header field were skipped throughout.
+	if log := m.Log(); !strings.Contains(log, "milter protocol 6 negotiated, replies skipped") ||
+		!strings.Contains(log, "connect,helo,header,eoh") {
+		t.Errorf("no protocol 6 negotiation with replies skipped in the milter's log")
+	}
 }

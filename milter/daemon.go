@@ -561,6 +561,11 @@ func (c *conn) Write(p []byte) (int, error) {
 			c.Close()
 			return 0, err
 		}
+		if c.replies.upgraded {
+			c.replies.upgraded = false
+			c.log().Debug("milter protocol 6 negotiated, replies skipped",
+				"peer", peerName(c.Conn), "stages", stageNames(c.replies.quiet))
+		}
 		if _, err := c.write(out); err != nil {
 			return 0, err
 		}

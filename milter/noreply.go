@@ -3,6 +3,7 @@ package milter
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	gomilter "github.com/emersion/go-milter"
 )
@@ -71,6 +72,29 @@ type replyFilter struct {
 	next           replyAction
 	// pkt gathers a packet to drop or change until it is whole.
 	pkt []byte
+	// upgraded is set when the negotiation's answer was changed, until
+	// the connection logs it.
+	upgraded bool
+}
+
+// stageNames names the SMFIP_NR_* bits of p, for the log.
+func stageNames(p gomilter.OptProtocol) string {
+	var names []string
+	for _, st := range []struct {
+		bit  gomilter.OptProtocol
+		name string
+	}{
+		{gomilter.OptNoConnReply, "connect"}, {gomilter.OptNoHeloReply, "helo"},
+		{gomilter.OptNoMailReply, "mail"}, {gomilter.OptNoRcptReply, "rcpt"},
+		{gomilter.OptNoDataReply, "data"}, {gomilter.OptNoUnknownReply, "unknown"},
+		{gomilter.OptNoHeaderReply, "header"}, {gomilter.OptNoEOHReply, "eoh"},
+		{gomilter.OptNoBodyReply, "body"},
+	} {
+		if p&st.bit != 0 {
+			names = append(names, st.name)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 // packetRead notes a whole packet go-milter has read: its command code
@@ -134,6 +158,7 @@ func (f *replyFilter) filter(p []byte) ([]byte, error) {
 		binary.BigEndian.PutUint32(out[5:], noReplyProtocol)
 		proto := gomilter.OptProtocol(binary.BigEndian.Uint32(out[13:])) | f.quiet
 		binary.BigEndian.PutUint32(out[13:], uint32(proto))
+		f.upgraded = true
 		return out, nil
 	}
 	return out, nil

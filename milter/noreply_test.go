@@ -52,7 +52,7 @@ func TestNoReplyNegotiation(t *testing.T) {
 	for _, rb := range []int{0, DefaultIOBuffer} {
 		for _, tt := range tests {
 			t.Run(fmt.Sprintf("io-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
-				addr := startNoReplyDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb, NoReply: tt.noReply})
+				addr, logs := startNoReplyDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb, NoReply: tt.noReply})
 				optneg := binary.BigEndian.AppendUint32(nil, tt.mtaVersion)
 				optneg = binary.BigEndian.AppendUint32(optneg, 0x1ff)
 				optneg = binary.BigEndian.AppendUint32(optneg, tt.mtaProto)
@@ -66,6 +66,10 @@ func TestNoReplyNegotiation(t *testing.T) {
 				proto := gomilter.OptProtocol(binary.BigEndian.Uint32(resps[0].data[8:]))
 				if version != tt.wantVersion || proto != goMilterProtocol|tt.wantQuiet {
 					t.Errorf("negotiated version %d, protocol %#x; want %d, %#x", version, proto, tt.wantVersion, goMilterProtocol|tt.wantQuiet)
+				}
+				logged := strings.Contains(logs.String(), "milter protocol 6 negotiated, replies skipped")
+				if logged != (tt.wantQuiet != 0) || logged && !strings.Contains(logs.String(), "stages="+stageNames(tt.wantQuiet)+"\n") {
+					t.Errorf("daemon log %q, want the negotiation logged with stages %q: %v", logs.String(), stageNames(tt.wantQuiet), tt.wantQuiet != 0)
 				}
 
 				// Every command not left unanswered gets one reply, in
@@ -133,8 +137,9 @@ func noReplySession() []fuzzPacket {
 }
 
 // startNoReplyDaemon serves spf-milter's sessions through a Daemon with
-// opts, checking against a zone in memory, and returns its address.
-func startNoReplyDaemon(t *testing.T, opts DaemonOptions) string {
+// opts, checking against a zone in memory, and returns its address and
+// its log, debug lines included.
+func startNoReplyDaemon(t *testing.T, opts DaemonOptions) (string, *syncBuffer) {
 	t.Helper()
 	cfg := testConfig()
 	rt := &Runtime{
@@ -143,7 +148,7 @@ func startNoReplyDaemon(t *testing.T, opts DaemonOptions) string {
 		Log:     slog.New(slog.DiscardHandler),
 	}
 	logs := &syncBuffer{}
-	opts.Log = slog.New(slog.NewTextHandler(logs, nil))
+	opts.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d := NewDaemon(NewServer(func() *Runtime { return rt }), opts)
 	ln, err := Listen("inet:127.0.0.1:0", 0)
 	if err != nil {
@@ -162,7 +167,7 @@ func startNoReplyDaemon(t *testing.T, opts DaemonOptions) string {
 			t.Errorf("daemon logged errors:\n%s", s)
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), logs
 }
 
 // exchange sends the negotiation, waits for its answer, then sends the
