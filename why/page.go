@@ -59,15 +59,32 @@ type Options struct {
 	// Clients bounds the clients the rate limiter remembers; 0 means
 	// DefaultClients.
 	Clients int
+	// Decide picks, of a message's two checks, the one the receiving
+	// server decides by, which the page then explains: the MAIL FROM
+	// outcome or the HELO one. The page checks the HELO name too when it
+	// is given with a sender. nil means DefaultDecide; a daemon passes
+	// its own policy, so that a refusal's link explains that refusal.
+	Decide func(mailFrom, helo *spf.Outcome) *spf.Outcome
 	// Log receives a debug line per live check; nil means slog.Default().
 	Log *slog.Logger
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
 }
 
+// DefaultDecide decides as spf-milter's default policy does: a HELO fail
+// is refused unless the MAIL FROM check fails too, when that one decides
+// (it never gives way to the HELO check on a tie).
+func DefaultDecide(mailFrom, helo *spf.Outcome) *spf.Outcome {
+	if helo != nil && helo.Result == spf.Fail && mailFrom.Result != spf.Fail {
+		return helo
+	}
+	return mailFrom
+}
+
 // handler serves the page.
 type handler struct {
 	checker func() *spf.Checker
+	decide  func(mailFrom, helo *spf.Outcome) *spf.Outcome
 	limiter *rateLimiter
 	cache   *answerCache
 	slots   chan struct{}
@@ -104,8 +121,12 @@ func NewHandler(o Options) http.Handler {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Decide == nil {
+		o.Decide = DefaultDecide
+	}
 	return &handler{
 		checker: o.Checker,
+		decide:  o.Decide,
 		limiter: newRateLimiter(o.Rate, o.Clients),
 		cache:   newAnswerCache(o.CacheTTL, o.CacheSize),
 		slots:   make(chan struct{}, o.Concurrent),
@@ -164,16 +185,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.plain(w, http.StatusServiceUnavailable, "Too many checks are running; try again in a few seconds.")
 		return
 	}
-	out := h.check(r, q)
+	out, other := h.check(r, q)
 	if r.Context().Err() != nil {
 		// The client went away and the check was cut short: its result
 		// says nothing about the domain, so it is neither sent nor kept.
 		return
 	}
 	h.log.Debug("why page check", "sender", q.sender, "ip", q.ip.String(), "helo", q.helo,
-		"result", string(out.Result), "duration", out.Duration.String())
+		"identity", string(out.Identity), "result", string(out.Result), "duration", out.Duration.String())
 	var buf bytes.Buffer
-	if err := renderResult(&buf, q, out, form, now, h.cache.ttl); err != nil {
+	if err := renderResult(&buf, q, out, other, form, now, h.cache.ttl); err != nil {
 		h.log.Error("why page: rendering failed", "error", err)
 		h.plain(w, http.StatusInternalServerError, "The page could not be made.")
 		return
@@ -181,12 +202,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.page(w, h.cache.put(key, buf.Bytes(), now), now)
 }
 
-// check runs the live check in the slot the caller took, and gives the
-// slot back even if the check panics (net/http recovers the panic, and a
-// lost slot would stay lost).
-func (h *handler) check(r *http.Request, q query) *spf.Outcome {
+// check runs the live checks in the slot the caller took, and gives the
+// slot back even if a check panics (net/http recovers the panic, and a
+// lost slot would stay lost). It returns the outcome the receiving server
+// decides by, and the other identity's outcome or nil. Without a sender
+// the MAIL FROM check is already the HELO name's (postmaster@ the HELO
+// name), so there is only one.
+func (h *handler) check(r *http.Request, q query) (decided, other *spf.Outcome) {
 	defer func() { <-h.slots }()
-	return h.checker().CheckMailFrom(r.Context(), q.ip, q.sender, q.helo)
+	c := h.checker()
+	mailFrom := c.CheckMailFrom(r.Context(), q.ip, q.sender, q.helo)
+	if q.sender == "" || q.helo == "" {
+		return mailFrom, nil
+	}
+	helo := c.CheckHELO(r.Context(), q.ip, q.helo)
+	if h.decide(mailFrom, helo) == helo {
+		return helo, mailFrom
+	}
+	return mailFrom, helo
 }
 
 // page sends a result page, cacheable by the client for as long as it

@@ -838,3 +838,62 @@ func TestCurrentChecker(t *testing.T) {
 		t.Errorf("second checker: %q", v)
 	}
 }
+
+// TestHELOIdentity checks that, given a sender and a HELO name, the page
+// explains the check the receiving server decides by: a refusal for the
+// HELO name is explained as such, not by a MAIL FROM pass.
+func TestHELOIdentity(t *testing.T) {
+	heloAlways := func(mailFrom, helo *spf.Outcome) *spf.Outcome { return helo }
+	tests := []struct {
+		name             string
+		decide           func(mailFrom, helo *spf.Outcome) *spf.Outcome
+		sender, ip, helo string
+		// verdict is the start of the verdict; explained the "Explained
+		// here" entry, "" when there must be none.
+		verdict, explained string
+	}{
+		{name: "HELO fail, MAIL FROM pass: the HELO name decides", sender: "joe@topel.com", ip: "198.51.100.7", helo: "mail.helo.example",
+			verdict:   "The SPF record of mail.helo.example does not allow 198.51.100.7",
+			explained: "the HELO name, whose result the receiving server decides by; the MAIL FROM address (topel.com) gave pass"},
+		{name: "both fail: MAIL FROM decides the tie", sender: "joe@topel.com", ip: "69.84.129.239", helo: "mail.helo.example",
+			verdict:   "The SPF record of topel.com does not allow 69.84.129.239",
+			explained: "the MAIL FROM address, whose result the receiving server decides by; the HELO name (mail.helo.example) gave fail"},
+		{name: "HELO pass, MAIL FROM neutral", sender: "joe@neutral.example", ip: "192.0.2.77", helo: "mail.helo.example",
+			verdict:   "The SPF record of neutral.example neither allows nor forbids 192.0.2.77",
+			explained: "the MAIL FROM address, whose result the receiving server decides by; the HELO name (mail.helo.example) gave pass"},
+		{name: "a receiver's own policy", decide: heloAlways, sender: "joe@neutral.example", ip: "192.0.2.77", helo: "mail.helo.example",
+			verdict:   "The SPF record of mail.helo.example allows 192.0.2.77",
+			explained: "the HELO name, whose result the receiving server decides by; the MAIL FROM address (neutral.example) gave neutral"},
+		{name: "no HELO name given", sender: "joe@topel.com", ip: "198.51.100.7", helo: "",
+			verdict: "The SPF record of topel.com allows 198.51.100.7"},
+		{name: "a bounce: the one check is the HELO name's", decide: heloAlways, sender: "", ip: "198.51.100.7", helo: "mail.helo.example",
+			verdict: "The SPF record of mail.helo.example does not allow 198.51.100.7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _ := newTest(t, testZone(t), Options{CacheTTL: -1, Decide: tt.decide})
+			rec := get(h, whyURL(tt.sender, tt.ip, tt.helo), "192.0.2.250:1")
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			doc := parse(t, rec.Body.String())
+			if v := textOf(byID(doc, "verdict")); !strings.HasPrefix(v, tt.verdict) {
+				t.Errorf("verdict %q, want it to start with %q", v, tt.verdict)
+			}
+			explained := ""
+			for _, dt := range elements(byID(doc, "checked"), "dt") {
+				if textOf(dt) == "Explained here" {
+					for dd := dt.NextSibling; dd != nil; dd = dd.NextSibling {
+						if dd.Type == html.ElementNode {
+							explained = textOf(dd)
+							break
+						}
+					}
+				}
+			}
+			if explained != tt.explained {
+				t.Errorf("Explained here: %q\nwant %q", explained, tt.explained)
+			}
+		})
+	}
+}

@@ -137,8 +137,10 @@ type formData struct {
 	Form    formValues
 }
 
-// renderResult writes the page explaining o, the outcome of q.
-func renderResult(w io.Writer, q query, o *spf.Outcome, form formValues, now time.Time, cacheFor time.Duration) error {
+// renderResult writes the page explaining o, the outcome of q the
+// receiving server decides by; other, when not nil, is the other
+// identity's outcome, named in the list of what was checked.
+func renderResult(w io.Writer, q query, o, other *spf.Outcome, form formValues, now time.Time, cacheFor time.Duration) error {
 	if o == nil {
 		return errors.New("no outcome")
 	}
@@ -148,7 +150,7 @@ func renderResult(w io.Writer, q query, o *spf.Outcome, form formValues, now tim
 		Heading:   fmt.Sprintf("SPF check of %s for %s", v.domain, v.ip),
 		Result:    string(o.Result),
 		Verdict:   v.verdict(),
-		Checked:   checked(q, o),
+		Checked:   checked(q, o, other),
 		Records:   records(v),
 		Decision:  v.decision(),
 		Advice:    v.advice(),
@@ -202,8 +204,9 @@ func renderForm(w io.Writer, form formValues, problem string) error {
 	return formTmpl.Execute(w, formData{Problem: problem, Form: form})
 }
 
-// checked lists what was checked, as the check saw it.
-func checked(q query, o *spf.Outcome) []fact {
+// checked lists what was checked, as the check saw it: o is the outcome
+// explained, other the other identity's or nil.
+func checked(q query, o, other *spf.Outcome) []fact {
 	from := "<" + show(q.sender) + ">"
 	if q.sender == "" {
 		from = "<> (a bounce), checked as " + show(o.Sender)
@@ -212,13 +215,24 @@ func checked(q query, o *spf.Outcome) []fact {
 	if helo == "" {
 		helo = "(not given)"
 	}
-	return []fact{
+	facts := []fact{
 		{"MAIL FROM", from},
 		{"Client IP", o.IP.String()},
 		{"HELO", helo},
-		{"Domain checked", show(o.Domain)},
-		{"Result", string(o.Result)},
 	}
+	if other != nil {
+		// Both identities were checked: say which one this page explains.
+		name, otherName := "the MAIL FROM address", "the HELO name"
+		if o.Identity == spf.IdentityHELO {
+			name, otherName = otherName, name
+		}
+		facts = append(facts, fact{"Explained here", fmt.Sprintf("%s, whose result the receiving server decides by; %s (%s) gave %s",
+			name, otherName, show(other.Domain), other.Result)})
+	}
+	return append(facts,
+		fact{"Domain checked", show(o.Domain)},
+		fact{"Result", string(o.Result)},
+	)
 }
 
 // records shows the record of the checked domain and, when the decision

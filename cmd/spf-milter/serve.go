@@ -348,7 +348,9 @@ func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, erro
 // with those limits and an empty cache.
 type whyPage struct {
 	checker func() *spf.Checker
-	cur     atomic.Pointer[whyVersion]
+	// decide is why.Options.Decide: the current config's policy.
+	decide func(mailFrom, helo *spf.Outcome) *spf.Outcome
+	cur    atomic.Pointer[whyVersion]
 }
 
 // whyVersion is the page's handler and the settings it was made with.
@@ -366,7 +368,20 @@ func newWhyPage(cfg *config.Config, current func() *milter.Runtime, log *slog.Lo
 		}
 		return nil
 	}
-	p := &whyPage{checker: func() *spf.Checker { return current().Checker }}
+	p := &whyPage{
+		checker: func() *spf.Checker { return current().Checker },
+		// The page explains the check a session would have decided by
+		// under the config of the moment, as the decision log's replay
+		// does.
+		decide: func(mailFrom, helo *spf.Outcome) *spf.Outcome {
+			cfg := current().Config
+			if !milter.ChecksHELO(cfg) {
+				return mailFrom
+			}
+			_, by := milter.DecideMessage(cfg, mailFrom, helo)
+			return by
+		},
+	}
 	p.update(cfg.Why, log)
 	return p
 }
@@ -386,6 +401,7 @@ func (p *whyPage) update(w config.Why, log *slog.Logger) {
 	}
 	p.cur.Store(&whyVersion{settings: w, h: why.NewHandler(why.Options{
 		Checker:    p.checker,
+		Decide:     p.decide,
 		Rate:       w.Rate,
 		Concurrent: w.Concurrent,
 		CacheTTL:   ttl,

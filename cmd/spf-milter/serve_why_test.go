@@ -98,6 +98,13 @@ func TestServeWhyOwnListener(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "allows 192.0.2.10 to send mail for it (pass).") {
 		t.Errorf("GET /why: %d\n%s", code, body)
 	}
+	// The daemon's policy refuses a HELO fail (the default): a pass for
+	// the sender with a HELO name that fails is explained by the HELO check.
+	code, body = httpGet(t, "http://"+web+"/why?s=joe%40example.org&i=192.0.2.77&h=mail.example.org")
+	if code != http.StatusOK || !strings.Contains(body, "The SPF record of mail.example.org does not allow 192.0.2.77 to send mail for it (fail).") ||
+		!strings.Contains(body, "the MAIL FROM address (example.org) gave pass") {
+		t.Errorf("GET /why for a HELO fail: %d\n%s", code, body)
+	}
 	if code, _ := httpGet(t, "http://"+web+"/metrics"); code != http.StatusNotFound {
 		t.Errorf("GET /metrics on the why listener: %d, want 404", code)
 	}
@@ -126,4 +133,34 @@ func listenAddr(t *testing.T, p *inProcess) string {
 	}
 	t.Fatalf("no listening address logged:\n%s", p.logs)
 	return ""
+}
+
+// TestServeWhyFollowsPolicy checks that the page explains the check the
+// daemon's own policy decides by: with a HELO fail accepted, a sender's
+// pass is what decides.
+func TestServeWhyFollowsPolicy(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, `listen: inet:127.0.0.1:0
+authserv_id: mx.test
+dns: {servers: ["`+dns+`"], timeout: 2s, check_timeout: 5s}
+policy:
+  helo: {fail: accept}
+log: {format: json, level: info}
+why: {listen: "127.0.0.1:0"}
+`)
+	whyAddrs := make(chan string, 1)
+	p := startInProcess(t, serveOptions{configPath: path, explicit: true, whyReady: func(a net.Addr) { whyAddrs <- a.String() }})
+	p.listening(t)
+	var web string
+	select {
+	case web = <-whyAddrs:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the why listener was not reported:\n%s", p.logs)
+	}
+	code, body := httpGet(t, "http://"+web+"/why?s=joe%40example.org&i=192.0.2.77&h=mail.example.org")
+	if code != http.StatusOK || !strings.Contains(body, "The SPF record of example.org allows 192.0.2.77 to send mail for it (pass).") {
+		t.Errorf("GET /why: %d\n%s", code, body)
+	}
 }
