@@ -85,15 +85,7 @@ func TestServeWhyOwnListener(t *testing.T) {
 	dns := testDNS(t)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", "why: {listen: \"127.0.0.1:0\"}\n"))
-	whyAddrs := make(chan string, 1)
-	p := startInProcess(t, serveOptions{configPath: path, explicit: true, whyReady: func(a net.Addr) { whyAddrs <- a.String() }})
-	p.listening(t)
-	var web string
-	select {
-	case web = <-whyAddrs:
-	default:
-		t.Fatalf("the milter listens but the why listener was not reported:\n%s", p.logs)
-	}
+	p, web := startWhyListener(t, path)
 	code, body := httpGet(t, "http://"+web+"/why?s=joe%40mail.example.org&i=192.0.2.10&h=mail.example.org")
 	if code != http.StatusOK || !strings.Contains(body, "allows 192.0.2.10 to send mail for it (pass).") {
 		t.Errorf("GET /why: %d\n%s", code, body)
@@ -150,17 +142,25 @@ policy:
 log: {format: json, level: info}
 why: {listen: "127.0.0.1:0"}
 `)
-	whyAddrs := make(chan string, 1)
-	p := startInProcess(t, serveOptions{configPath: path, explicit: true, whyReady: func(a net.Addr) { whyAddrs <- a.String() }})
-	p.listening(t)
-	var web string
-	select {
-	case web = <-whyAddrs:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the why listener was not reported:\n%s", p.logs)
-	}
+	_, web := startWhyListener(t, path)
 	code, body := httpGet(t, "http://"+web+"/why?s=joe%40example.org&i=192.0.2.77&h=mail.example.org")
 	if code != http.StatusOK || !strings.Contains(body, "The SPF record of example.org allows 192.0.2.77 to send mail for it (pass).") {
 		t.Errorf("GET /why: %d\n%s", code, body)
 	}
+}
+
+// startWhyListener starts the daemon on the config at path, which sets
+// why.listen, and returns it with the why listener's address.
+func startWhyListener(t *testing.T, path string) (*inProcess, string) {
+	t.Helper()
+	whyAddrs := make(chan string, 1)
+	p := startInProcess(t, serveOptions{configPath: path, explicit: true, whyReady: func(a net.Addr) { whyAddrs <- a.String() }})
+	p.listening(t)
+	select {
+	case web := <-whyAddrs:
+		return p, web
+	default:
+		t.Fatalf("the milter listens but the why listener was not reported:\n%s", p.logs)
+	}
+	return nil, ""
 }
