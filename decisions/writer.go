@@ -369,7 +369,7 @@ func endLine(f *os.File, size int64) error {
 }
 
 // rotate shifts PATH.N-1 to PATH.N ... PATH to PATH.1, keeping Keep
-// files, and opens a new PATH. When the renaming fails the current file
+// files and removing any beyond them, and opens a new PATH. When the renaming fails the current file
 // is kept and grows, which loses nothing.
 func (w *Writer) rotate() {
 	if err := w.flush(); err != nil {
@@ -390,6 +390,11 @@ func (w *Writer) rotate() {
 		if e := os.Rename(p, p+".1"); e != nil {
 			err = e
 		}
+	}
+	// Files past Keep are left by a larger Keep before a reload: they go
+	// now, as they would have at their turn. Rotated files are numbered
+	// without gaps, so the first one missing ends them.
+	for i := keep + 1; os.Remove(p+"."+strconv.Itoa(i)) == nil; i++ {
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		w.errorLine("rotating the decision log failed; writing on in the same file", err)

@@ -142,6 +142,37 @@ func TestWriterRotation(t *testing.T) {
 	}
 }
 
+// TestWriterKeepLowered checks that the rotated files beyond a Keep
+// lowered since they were written (a reload) go at the next rotation.
+func TestWriterKeepLowered(t *testing.T) {
+	t.Parallel()
+	for _, keep := range []int{0, 2} {
+		t.Run(fmt.Sprintf("keep %d", keep), func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "decisions.jsonl")
+			// What Keep 5 left.
+			for i := 1; i <= 5; i++ {
+				if err := os.WriteFile(path+"."+strconv.Itoa(i), []byte("{}\n"), fileMode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w := newTestWriter(t, Options{Path: path, MaxSize: 2000, Keep: keep}, Settings{Buffer: 100})
+			for i := range 20 { // a few rotations at 2000 bytes
+				w.Write(numbered(i))
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 5; i++ {
+				_, err := os.Stat(path + "." + strconv.Itoa(i))
+				if exists := err == nil; exists != (i <= keep) {
+					t.Errorf("%s.%d exists: %v, want %v (keep %d)", path, i, exists, i <= keep, keep)
+				}
+			}
+		})
+	}
+}
+
 // TestWriterConcurrent writes from many goroutines while the file
 // rotates: every record ends up whole in exactly one file.
 func TestWriterConcurrent(t *testing.T) {
