@@ -19,31 +19,36 @@ const NoReplyStages = gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilt
 // bits. go-milter v0.5.0 answers every negotiation with version 2.
 const noReplyProtocol = 6
 
+// replyStages are the commands a milter may leave unanswered: their code,
+// the SMFIP_NR_* bit that says so, and their name in the log.
+var replyStages = []struct {
+	code byte
+	bit  gomilter.OptProtocol
+	name string
+}{
+	{byte(gomilter.CodeConn), gomilter.OptNoConnReply, "connect"},
+	{byte(gomilter.CodeHelo), gomilter.OptNoHeloReply, "helo"},
+	{byte(gomilter.CodeMail), gomilter.OptNoMailReply, "mail"},
+	{byte(gomilter.CodeRcpt), gomilter.OptNoRcptReply, "rcpt"},
+	{byte(gomilter.CodeData), gomilter.OptNoDataReply, "data"},
+	{'U', gomilter.OptNoUnknownReply, "unknown"}, // SMFIC_UNKNOWN, which go-milter does not name
+	{byte(gomilter.CodeHeader), gomilter.OptNoHeaderReply, "header"},
+	{byte(gomilter.CodeEOH), gomilter.OptNoEOHReply, "eoh"},
+	{byte(gomilter.CodeBody), gomilter.OptNoBodyReply, "body"},
+}
+
+// replyBits maps a command code to its SMFIP_NR_* bit: it is looked up
+// for every packet read.
+var replyBits = func() (bits [256]gomilter.OptProtocol) {
+	for _, st := range replyStages {
+		bits[st.code] = st.bit
+	}
+	return bits
+}()
+
 // commandBit maps a command code to the SMFIP_NR_* bit that lets the
 // milter leave it unanswered.
-func commandBit(code byte) gomilter.OptProtocol {
-	switch gomilter.Code(code) {
-	case gomilter.CodeConn:
-		return gomilter.OptNoConnReply
-	case gomilter.CodeHelo:
-		return gomilter.OptNoHeloReply
-	case gomilter.CodeMail:
-		return gomilter.OptNoMailReply
-	case gomilter.CodeRcpt:
-		return gomilter.OptNoRcptReply
-	case gomilter.CodeHeader:
-		return gomilter.OptNoHeaderReply
-	case gomilter.CodeEOH:
-		return gomilter.OptNoEOHReply
-	case gomilter.CodeBody:
-		return gomilter.OptNoBodyReply
-	case gomilter.CodeData:
-		return gomilter.OptNoDataReply
-	case 'U': // SMFIC_UNKNOWN, which go-milter does not name
-		return gomilter.OptNoUnknownReply
-	}
-	return 0
-}
+func commandBit(code byte) gomilter.OptProtocol { return replyBits[code] }
 
 // replyAction is what replyFilter does with the next packet go-milter
 // writes.
@@ -80,16 +85,7 @@ type replyFilter struct {
 // stageNames names the SMFIP_NR_* bits of p, for the log.
 func stageNames(p gomilter.OptProtocol) string {
 	var names []string
-	for _, st := range []struct {
-		bit  gomilter.OptProtocol
-		name string
-	}{
-		{gomilter.OptNoConnReply, "connect"}, {gomilter.OptNoHeloReply, "helo"},
-		{gomilter.OptNoMailReply, "mail"}, {gomilter.OptNoRcptReply, "rcpt"},
-		{gomilter.OptNoDataReply, "data"}, {gomilter.OptNoUnknownReply, "unknown"},
-		{gomilter.OptNoHeaderReply, "header"}, {gomilter.OptNoEOHReply, "eoh"},
-		{gomilter.OptNoBodyReply, "body"},
-	} {
+	for _, st := range replyStages {
 		if p&st.bit != 0 {
 			names = append(names, st.name)
 		}

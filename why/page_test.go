@@ -135,18 +135,7 @@ func textOf(n *html.Node) string {
 	if n == nil {
 		return ""
 	}
-	var b strings.Builder
-	var rec func(*html.Node)
-	rec = func(n *html.Node) {
-		if n.Type == html.TextNode {
-			b.WriteString(n.Data)
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			rec(c)
-		}
-	}
-	rec(n)
-	return strings.Join(strings.Fields(b.String()), " ")
+	return strings.Join(strings.Fields(rawText(n)), " ")
 }
 
 // rawText is the text under n as written, whitespace kept.
