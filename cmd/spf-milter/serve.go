@@ -80,6 +80,9 @@ type serveOptions struct {
 	// load, when set, stands in for loadServeConfig at reloads, so that
 	// tests can hold a reload in the middle of reading.
 	load func(path string, explicit bool) (*config.Config, bool, error)
+	// httpLimits bound the metrics and why listeners; the zero value is
+	// milter's defaults, which tests shorten.
+	httpLimits milter.HTTPLimits
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
@@ -202,7 +205,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if page != nil && cfg.Why.Listen == "" {
 		pageOnMetrics = page
 	}
-	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log, pageOnMetrics)
+	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log, pageOnMetrics, o.httpLimits)
 	if err != nil {
 		ln.Close() // removes a unix socket
 		return fail(err)
@@ -210,7 +213,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if web != nil && o.httpReady != nil {
 		o.httpReady(web.addr)
 	}
-	whyWeb, err := startWhy(cfg.Why.Listen, page, rt.Log)
+	whyWeb, err := startWhy(cfg.Why.Listen, page, rt.Log, o.httpLimits)
 	if err != nil {
 		web.stop(rt.Log)
 		ln.Close()
@@ -335,8 +338,8 @@ type httpListener struct {
 
 // startHTTP opens the metrics listener on addr and serves it, not ready
 // yet, with the why page at /why when page is not nil; with no addr it
-// returns nil, which the methods accept.
-func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler) (*httpListener, error) {
+// returns nil, which the methods accept. limits bound its connections.
+func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler, limits milter.HTTPLimits) (*httpListener, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -345,6 +348,7 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handl
 		return nil, err
 	}
 	h := &httpListener{srv: milter.NewHTTPServer(m, log), addr: ln.Addr(), done: make(chan struct{})}
+	h.srv.SetLimits(limits)
 	if page != nil {
 		h.srv.Handle("/why", page)
 		log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
@@ -356,14 +360,15 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handl
 			log.Error("metrics listener failed; metrics and /healthz are unavailable", "error", err)
 		}
 	}()
-	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String())
+	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String(), "max_connections", h.srv.MaxConns())
 	return h, nil
 }
 
 // startWhy opens the why page's own listener on addr and serves the page
 // there at /why, with a /healthz as on the metrics listener but no
-// metrics, not ready yet; with no addr it returns nil.
-func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, error) {
+// metrics, not ready yet; with no addr it returns nil. limits bound its
+// connections.
+func startWhy(addr string, page *whyPage, log *slog.Logger, limits milter.HTTPLimits) (*httpListener, error) {
 	if addr == "" || page == nil {
 		return nil, nil
 	}
@@ -372,6 +377,7 @@ func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, erro
 		return nil, fmt.Errorf("why page listener on %s: %w", addr, err)
 	}
 	h := &httpListener{srv: milter.NewHTTPServer(nil, log), addr: ln.Addr(), done: make(chan struct{})}
+	h.srv.SetLimits(limits)
 	h.srv.Handle("/why", page)
 	go func() {
 		defer close(h.done)
@@ -379,7 +385,7 @@ func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, erro
 			log.Error("why page listener failed; the page is unavailable", "error", err)
 		}
 	}()
-	log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
+	log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String(), "max_connections", h.srv.MaxConns())
 	return h, nil
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -270,4 +272,59 @@ func TestServeReloadOffLoop(t *testing.T) {
 	if code := p.wait(t); code != 0 {
 		t.Errorf("exit %d with a reload reading, want 0", code)
 	}
+}
+
+// TestServeWebCannotStarveMilter runs the real daemon under a limit of
+// 256 descriptors, with both HTTP listeners, and opens 1,100 connections
+// to them, each sending one request and then staying open: an MTA session
+// must still be answered. Without a cap on the HTTP listeners, their
+// connections took every descriptor and the milter listener failed to
+// accept with "too many open files" until the clients went away.
+func TestServeWebCannotStarveMilter(t *testing.T) {
+	t.Parallel()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash to lower the descriptor limit with")
+	}
+	bin := buildBinary(t)
+	dns := testDNS(t)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject",
+		"metrics: {listen: \"127.0.0.1:0\"}\nwhy: {listen: \"127.0.0.1:0\"}\n"))
+	// ulimit -n sets the hard limit too, so the Go runtime cannot raise it.
+	p := startBinary(t, exec.Command(bash, "-c", `ulimit -n 256 && exec "$0" serve --config "$1"`, bin, path))
+	metricsAddr := p.logAddr(t, "metrics and /healthz on ")
+	whyAddr := p.logAddr(t, "why page on ")
+	addr := p.logAddr(t, "listening on ")
+
+	const clients = 1100
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range clients {
+		to := metricsAddr
+		if i%2 == 1 {
+			to = whyAddr
+		}
+		c, err := net.DialTimeout("tcp", to, 20*time.Second)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		// Into the socket buffer whether or not the daemon accepted yet.
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	if got := oneSession(t, addr); got != 550 {
+		t.Fatalf("with %d web clients: MAIL FROM reply %d, want 550", clients, got)
+	}
+	if strings.Contains(p.logs.String(), "accept failed") {
+		t.Errorf("the milter listener ran out of descriptors:\n%s", p.logs.String())
+	}
+	p.signal(t, syscall.SIGTERM)
+	p.waitExit(t)
 }
