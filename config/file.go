@@ -28,9 +28,20 @@ var ErrTooLarge = errors.New("file too large")
 // than MaxFileSize. Open errors are those of os.Open, so that
 // errors.Is(err, fs.ErrNotExist) tells a missing file.
 func ReadFile(path string) ([]byte, error) {
-	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
-	// writer, for ever if none comes. It changes nothing for a regular
-	// file, the only kind read below.
+	// Refused before opening: opening some devices does something. A
+	// stat error is left to the open to report.
+	if fi, err := os.Stat(path); err == nil {
+		if err := checkFile(path, fi); err != nil {
+			return nil, err
+		}
+	}
+	if afterStat != nil {
+		afterStat()
+	}
+	// The path may have been swapped since: what is opened is checked
+	// again. O_NONBLOCK: opening a FIFO for reading would otherwise wait
+	// for a writer, for ever if none comes. It changes nothing for a
+	// regular file, the only kind read below.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -40,12 +51,8 @@ func ReadFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "read config", Path: path,
-			Err: fmt.Errorf("%w: it is %s", ErrNotRegular, kindOfFile(fi.Mode()))}
-	}
-	if fi.Size() > MaxFileSize {
-		return nil, tooLarge(path)
+	if err := checkFile(path, fi); err != nil {
+		return nil, err
 	}
 	// The size may change after Stat: the limit holds whatever is read.
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
@@ -56,6 +63,22 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, tooLarge(path)
 	}
 	return data, nil
+}
+
+// afterStat, when set, runs between ReadFile's stat and its open, so that
+// a test can swap the file there.
+var afterStat func()
+
+// checkFile refuses what is not a regular file, or is too large.
+func checkFile(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return &fs.PathError{Op: "read config", Path: path,
+			Err: fmt.Errorf("%w: it is %s", ErrNotRegular, kindOfFile(fi.Mode()))}
+	}
+	if fi.Size() > MaxFileSize {
+		return tooLarge(path)
+	}
+	return nil
 }
 
 func tooLarge(path string) error {

@@ -125,3 +125,45 @@ func TestReadFileAccepts(t *testing.T) {
 		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
 	}
 }
+
+// TestReadFileSwapped: a path swapped for a FIFO between the check and
+// the open is refused too, without the open waiting for a writer. Not
+// parallel: it sets a package hook.
+func TestReadFileSwapped(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.yaml")
+	if err := os.WriteFile(real, []byte("dry_run: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.Symlink(real, path); err != nil {
+		t.Fatal(err)
+	}
+	afterStat = func() {
+		tmp := path + ".new"
+		if err := os.Symlink(fifo, tmp); err != nil {
+			t.Error(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { afterStat = nil }()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ReadFile(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotRegular) {
+			t.Errorf("ReadFile: %v, want ErrNotRegular", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ReadFile blocked on a FIFO swapped in after the check")
+	}
+}
