@@ -192,19 +192,8 @@ func TestHTTPConnectionCap(t *testing.T) {
 	h := NewHTTPServer(nil, nil)
 	h.SetReady(true)
 	h.SetLimits(HTTPLimits{MaxConns: maxConns, IdleTimeout: 100 * time.Millisecond})
-	var mu sync.Mutex
-	open, peak := 0, 0
-	h.srv.ConnState = func(_ net.Conn, s http.ConnState) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch s {
-		case http.StateNew:
-			open++
-			peak = max(peak, open)
-		case http.StateClosed, http.StateHijacked:
-			open--
-		}
-	}
+	cl := &countingListener{Listener: ln}
+	ln = cl
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(ln) }()
 	defer func() {
@@ -245,11 +234,47 @@ func TestHTTPConnectionCap(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if peak > maxConns {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if peak := cl.peak; peak > maxConns {
 		t.Errorf("%d connections open at once, want at most %d", peak, maxConns)
 	}
+}
+
+// countingListener counts the connections it has accepted and not yet
+// closed, and their peak. The server closes them through it before the
+// cap's slot is freed, so the count is exact.
+type countingListener struct {
+	net.Listener
+	mu         sync.Mutex
+	open, peak int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.open++
+	l.peak = max(l.peak, l.open)
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // TestDefaultMaxConns: the default cap shrinks with the descriptor limit,
