@@ -183,10 +183,11 @@ func hostname() string {
 }
 
 // Load reads and validates the config file at path. A file that cannot be
-// read gives the error of os.ReadFile (errors.Is(err, fs.ErrNotExist) tells
-// a missing file); a file with problems gives an *Error listing them all.
+// read gives ReadFile's error (errors.Is(err, fs.ErrNotExist) tells a
+// missing file; ErrNotRegular and ErrTooLarge a file refused unread); a
+// file with problems gives an *Error listing them all.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,18 +9,80 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
-// Timeouts of the HTTP listener. A scrape takes milliseconds; the limits
-// only keep a slow or idle client from holding a connection.
+// Timeouts of the HTTP listener. A scrape or a why page takes a request or
+// two; the limits keep a slow or idle client from holding a connection,
+// and so one of the connections a listener may have open.
 const (
 	httpReadHeaderTimeout = 5 * time.Second
 	httpReadTimeout       = 10 * time.Second
 	httpWriteTimeout      = 30 * time.Second
-	httpIdleTimeout       = 2 * time.Minute
 	httpMaxHeaderBytes    = 16 << 10
 )
+
+// DefaultHTTPIdleTimeout is how long an HTTP listener keeps a keep-alive
+// connection open with no request: long enough for a browser's next
+// click or a scrape's next request, short enough that idle clients cannot
+// keep the listener full.
+const DefaultHTTPIdleTimeout = 10 * time.Second
+
+// DefaultHTTPMaxConns is the most connections one HTTP listener (metrics,
+// or the why page's own) keeps open at once, and so the most descriptors
+// it may take. More clients wait in the kernel's listen backlog, holding
+// none of the daemon's descriptors, until one ends. Under a low
+// descriptor limit the cap is lower still (see HTTPLimits), so that
+// however many clients the web side gets, the milter listener can accept
+// MTA sessions.
+const DefaultHTTPMaxConns = 100
+
+// httpShareOfDescriptors is the fraction (1/n) of the process's
+// descriptor limit one HTTP listener may use: two listeners take at most
+// a quarter.
+const httpShareOfDescriptors = 8
+
+// HTTPLimits bound what clients may hold of an HTTP listener. The zero
+// value means the defaults.
+type HTTPLimits struct {
+	// MaxConns caps the connections open at once; 0 means
+	// DefaultHTTPMaxConns, lowered to an eighth of the descriptor limit
+	// (RLIMIT_NOFILE) when that is smaller.
+	MaxConns int
+	// IdleTimeout closes a keep-alive connection that long without a
+	// request; 0 means DefaultHTTPIdleTimeout.
+	IdleTimeout time.Duration
+}
+
+// maxConns is l.MaxConns or its default under the descriptor limit.
+func (l HTTPLimits) maxConns() int {
+	if l.MaxConns > 0 {
+		return l.MaxConns
+	}
+	return defaultMaxConns(descriptorLimit())
+}
+
+// defaultMaxConns is DefaultHTTPMaxConns, or a share of nofile
+// descriptors when that is smaller (nofile 0 means unknown).
+func defaultMaxConns(nofile uint64) int {
+	n := DefaultHTTPMaxConns
+	if nofile > 0 {
+		n = int(min(uint64(n), nofile/httpShareOfDescriptors))
+	}
+	return max(n, 1)
+}
+
+// descriptorLimit is the process's soft RLIMIT_NOFILE, or 0 when unknown.
+func descriptorLimit() uint64 {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 0
+	}
+	return r.Cur
+}
 
 // HTTPServer is the optional HTTP listener of the daemon: Prometheus
 // metrics at /metrics and a health check at /healthz, GET and HEAD only.
@@ -32,6 +95,7 @@ type HTTPServer struct {
 	// stopping is set by Draining and Shutdown, so that /healthz answers
 	// "shutting down" rather than "not ready" from then on.
 	stopping atomic.Bool
+	limits   HTTPLimits
 }
 
 // NewHTTPServer returns a server for m's metrics (none when m is nil: then
@@ -47,7 +111,7 @@ func NewHTTPServer(m *Metrics, log *slog.Logger) *HTTPServer {
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       httpIdleTimeout,
+		IdleTimeout:       DefaultHTTPIdleTimeout,
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -57,6 +121,15 @@ func NewHTTPServer(m *Metrics, log *slog.Logger) *HTTPServer {
 	h.Handle("/healthz", http.HandlerFunc(h.healthz))
 	return h
 }
+
+// SetLimits replaces the default limits; call it before Serve.
+func (h *HTTPServer) SetLimits(l HTTPLimits) {
+	h.limits = l
+	h.srv.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultHTTPIdleTimeout)
+}
+
+// MaxConns is the most connections Serve keeps open at once.
+func (h *HTTPServer) MaxConns() int { return h.limits.maxConns() }
 
 // Handle serves handler at path, for GET and HEAD requests only, as
 // http.ServeMux matches a "GET /path" pattern. path follows ServeMux's
@@ -117,9 +190,10 @@ func ListenHTTP(addr string) (net.Listener, error) {
 }
 
 // Serve answers requests on ln until Shutdown, and then returns nil; any
-// other error ends it too and is returned.
+// other error ends it too and is returned. It keeps at most the limits'
+// MaxConns connections open: it accepts no more until one closes.
 func (h *HTTPServer) Serve(ln net.Listener) error {
-	err := h.srv.Serve(ln)
+	err := h.srv.Serve(netutil.LimitListener(ln, h.limits.maxConns()))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

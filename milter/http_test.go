@@ -3,11 +3,13 @@ package milter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -165,7 +167,133 @@ func TestHTTPTimeouts(t *testing.T) {
 			t.Errorf("%s is %v: a client could hold a connection for ever", name, d)
 		}
 	}
+	// An idle keep-alive connection holds one of the listener's few
+	// connections: it must not be kept for minutes.
+	if h.srv.IdleTimeout > 30*time.Second {
+		t.Errorf("IdleTimeout is %v: idle clients could keep the listener full", h.srv.IdleTimeout)
+	}
 	if h.srv.MaxHeaderBytes <= 0 || h.srv.MaxHeaderBytes > 1<<20 {
 		t.Errorf("MaxHeaderBytes %d", h.srv.MaxHeaderBytes)
+	}
+}
+
+// TestHTTPConnectionCap opens far more keep-alive connections than the
+// cap, each sending one request: the server never has more than the cap
+// open (the rest wait in the backlog, taking none of the daemon's
+// descriptors), and since idle connections are closed after the idle
+// timeout, every client is served in the end. Without the cap every
+// connection was accepted, and each held a descriptor for two minutes.
+func TestHTTPConnectionCap(t *testing.T) {
+	const maxConns, clients = 4, 54
+	ln, err := ListenHTTP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHTTPServer(nil, nil)
+	h.SetReady(true)
+	h.SetLimits(HTTPLimits{MaxConns: maxConns, IdleTimeout: 100 * time.Millisecond})
+	cl := &countingListener{Listener: ln}
+	ln = cl
+	served := make(chan error, 1)
+	go func() { served <- h.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h.Shutdown(ctx)
+		<-served
+	}()
+
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			errs <- func() error {
+				c, err := net.DialTimeout("tcp", ln.Addr().String(), 20*time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(60 * time.Second))
+				if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+					return err
+				}
+				// The answer, then the server's close of the idle
+				// connection: both must come while the client waits.
+				all, err := io.ReadAll(c)
+				if err != nil {
+					return fmt.Errorf("after %q: %w", all, err)
+				}
+				if !strings.HasPrefix(string(all), "HTTP/1.1 200 ") {
+					return fmt.Errorf("answer %q", all)
+				}
+				return nil
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if peak := cl.peak; peak > maxConns {
+		t.Errorf("%d connections open at once, want at most %d", peak, maxConns)
+	}
+}
+
+// countingListener counts the connections it has accepted and not yet
+// closed, and their peak. The server closes them through it before the
+// cap's slot is freed, so the count is exact.
+type countingListener struct {
+	net.Listener
+	mu         sync.Mutex
+	open, peak int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.open++
+	l.peak = max(l.peak, l.open)
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// TestDefaultMaxConns: the default cap shrinks with the descriptor limit,
+// so that two HTTP listeners never take more than a quarter of it.
+func TestDefaultMaxConns(t *testing.T) {
+	tests := []struct {
+		nofile uint64
+		want   int
+	}{
+		{0, DefaultHTTPMaxConns}, // limit unknown
+		{1 << 20, DefaultHTTPMaxConns},
+		{1024, DefaultHTTPMaxConns},
+		{256, 32},
+		{64, 8},
+		{3, 1},
+	}
+	for _, tt := range tests {
+		if got := defaultMaxConns(tt.nofile); got != tt.want {
+			t.Errorf("defaultMaxConns(%d) = %d, want %d", tt.nofile, got, tt.want)
+		}
 	}
 }

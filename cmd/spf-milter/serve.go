@@ -33,12 +33,16 @@ const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DUR
 Runs the milter daemon. Without --config it reads ` + config.DefaultPath + `,
 or runs on the built-in defaults when that file does not exist.
 
-Signals: SIGHUP reloads the config file (a bad file is logged and the
-running config kept; a changed listen, metrics.listen or why.listen
-address needs a restart; the DNS cache is kept unless the dns settings
-changed); SIGTERM or SIGINT stops accepting, lets open sessions finish
-within the drain timeout and exits 0; a second SIGTERM or SIGINT exits
-at once.
+The config file must be a regular file (or a symlink to one) of at most
+1 MiB; anything else is refused unread.
+
+Signals: SIGHUP reloads the config file in the background (a bad file is
+logged and the running config kept; SIGHUPs during a reload make one more
+reload after it; a changed listen, metrics.listen or why.listen address
+needs a restart; the DNS cache is kept unless the dns settings changed);
+SIGTERM or SIGINT stops accepting, lets open sessions finish within the
+drain timeout and exits 0, even while a reload runs; a second SIGTERM or
+SIGINT exits at once.
 
 Flags:
 `
@@ -73,6 +77,12 @@ type serveOptions struct {
 	// whyReady, when set, is called with the why page's own listener's
 	// address once it is open, before ready.
 	whyReady func(net.Addr)
+	// load, when set, stands in for loadServeConfig at reloads, so that
+	// tests can hold a reload in the middle of reading.
+	load func(path string, explicit bool) (*config.Config, bool, error)
+	// httpLimits bound the metrics and why listeners; the zero value is
+	// milter's defaults, which tests shorten.
+	httpLimits milter.HTTPLimits
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
@@ -195,7 +205,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if page != nil && cfg.Why.Listen == "" {
 		pageOnMetrics = page
 	}
-	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log, pageOnMetrics)
+	web, err := startHTTP(cfg.Metrics.Listen, metrics, rt.Log, pageOnMetrics, o.httpLimits)
 	if err != nil {
 		ln.Close() // removes a unix socket
 		return fail(err)
@@ -203,7 +213,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if web != nil && o.httpReady != nil {
 		o.httpReady(web.addr)
 	}
-	whyWeb, err := startWhy(cfg.Why.Listen, page, rt.Log)
+	whyWeb, err := startWhy(cfg.Why.Listen, page, rt.Log, o.httpLimits)
 	if err != nil {
 		web.stop(rt.Log)
 		ln.Close()
@@ -226,15 +236,38 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	}
 	listening := cfg
 
+	// A reload runs off this loop, so that a config file slow to read
+	// never delays a SIGTERM; SIGHUPs that come during one are folded
+	// into one more reload after it, which reads the file as it is then.
+	reloaded := make(chan reloadResult, 1)
+	reloading, again := false, false
+	startReload := func() {
+		reloading = true
+		old, oldDNS := cur.Load(), dns
+		go func() {
+			next, nextDNS := reload(o, listening, old, oldDNS, metrics, stderr)
+			reloaded <- reloadResult{next, nextDNS}
+		}()
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
+			// A reload still running is abandoned: its result is never
+			// applied, and its goroutine ends with the process.
 			// The why page is for people, not for the MTA: it goes first.
 			whyWeb.stop(cur.Load().Log)
 			shutdown(d, web, cur.Load().Log, o.drainTimeout, served)
 			return 0
 		case <-hup:
-			next, nextDNS := reload(o, listening, cur.Load(), dns, metrics, stderr)
+			if reloading {
+				again = true
+				continue
+			}
+			startReload()
+		case r := <-reloaded:
+			reloading = false
+			next, nextDNS := r.rt, r.dns
 			metrics.ConfigReloaded(next != nil)
 			if next != nil {
 				useDecisionLog(next, dlog)
@@ -253,6 +286,10 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 				// of the config file.
 				dlog.Reopen()
 			}
+			if again {
+				again = false
+				startReload()
+			}
 		case err := <-served:
 			log := cur.Load().Log
 			log.Error("listener failed; stopping", "error", err)
@@ -262,6 +299,13 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 			return 1
 		}
 	}
+}
+
+// reloadResult is what a reload made: a runtime and its resolver, or a
+// nil runtime when the running config is kept.
+type reloadResult struct {
+	rt  *milter.Runtime
+	dns *resolverSetup
 }
 
 // shutdown stops accepting and drains the open sessions for at most
@@ -294,8 +338,8 @@ type httpListener struct {
 
 // startHTTP opens the metrics listener on addr and serves it, not ready
 // yet, with the why page at /why when page is not nil; with no addr it
-// returns nil, which the methods accept.
-func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler) (*httpListener, error) {
+// returns nil, which the methods accept. limits bound its connections.
+func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler, limits milter.HTTPLimits) (*httpListener, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -304,6 +348,7 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handl
 		return nil, err
 	}
 	h := &httpListener{srv: milter.NewHTTPServer(m, log), addr: ln.Addr(), done: make(chan struct{})}
+	h.srv.SetLimits(limits)
 	if page != nil {
 		h.srv.Handle("/why", page)
 		log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
@@ -315,14 +360,15 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handl
 			log.Error("metrics listener failed; metrics and /healthz are unavailable", "error", err)
 		}
 	}()
-	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String())
+	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String(), "max_connections", h.srv.MaxConns())
 	return h, nil
 }
 
 // startWhy opens the why page's own listener on addr and serves the page
 // there at /why, with a /healthz as on the metrics listener but no
-// metrics, not ready yet; with no addr it returns nil.
-func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, error) {
+// metrics, not ready yet; with no addr it returns nil. limits bound its
+// connections.
+func startWhy(addr string, page *whyPage, log *slog.Logger, limits milter.HTTPLimits) (*httpListener, error) {
 	if addr == "" || page == nil {
 		return nil, nil
 	}
@@ -331,6 +377,7 @@ func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, erro
 		return nil, fmt.Errorf("why page listener on %s: %w", addr, err)
 	}
 	h := &httpListener{srv: milter.NewHTTPServer(nil, log), addr: ln.Addr(), done: make(chan struct{})}
+	h.srv.SetLimits(limits)
 	h.srv.Handle("/why", page)
 	go func() {
 		defer close(h.done)
@@ -338,7 +385,7 @@ func startWhy(addr string, page *whyPage, log *slog.Logger) (*httpListener, erro
 			log.Error("why page listener failed; the page is unavailable", "error", err)
 		}
 	}()
-	log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
+	log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String(), "max_connections", h.srv.MaxConns())
 	return h, nil
 }
 
@@ -460,7 +507,11 @@ func reload(o serveOptions, listening *config.Config, old *milter.Runtime, oldDN
 // rebuild is reload's work: the config file's runtime, logging to the new
 // logger what changed that a reload does not apply.
 func rebuild(o serveOptions, listening *config.Config, oldDNS *resolverSetup, m *milter.Metrics, stderr io.Writer) (*milter.Runtime, *resolverSetup, error) {
-	cfg, defaults, err := loadServeConfig(o.configPath, o.explicit)
+	load := loadServeConfig
+	if o.load != nil {
+		load = o.load
+	}
+	cfg, defaults, err := load(o.configPath, o.explicit)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -467,15 +467,8 @@ func TestServeUsageErrors(t *testing.T) {
 // the session in flight finish, and exits 0.
 func TestServeSignals(t *testing.T) {
 	t.Parallel()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build the binary with")
-	}
+	bin := buildBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "spf-milter")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	dns := testDNS(t)
 	path := filepath.Join(dir, "config.yaml")
 	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", ""))

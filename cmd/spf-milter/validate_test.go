@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/spf-milter/spf-milter/config"
 )
@@ -119,5 +123,70 @@ func TestValidateUsage(t *testing.T) {
 	}
 	if code, stdout, _ := runCmd("help"); code != 0 || !strings.Contains(stdout, "\n  validate check a config file") {
 		t.Errorf("help does not list validate:\n%s", stdout)
+	}
+}
+
+// TestConfigPathNotAFile: every command that takes --config refuses a
+// FIFO or an oversized file promptly, with one line naming the path and
+// the reason; a FIFO used to block the command for ever.
+func TestConfigPathNotAFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, []byte("dry_run: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, config.MaxFileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	files := []struct{ path, want string }{
+		{fifo, "not a regular file: it is a FIFO (named pipe)"},
+		{big, "file too large: over the limit of 1048576 bytes (1 MiB)"},
+	}
+	commands := [][]string{
+		{"validate", "--config"},
+		{"check", "--ip", "192.0.2.1", "--sender", "joe@example.org", "--config"},
+		{"replay", "--config"},
+		// serve's start, without runServe's process-wide signals and GC
+		// settings.
+		{"serve"},
+	}
+	for _, f := range files {
+		for _, c := range commands {
+			args := append(slices.Clone(c), f.path)
+			if c[0] == "replay" {
+				args = append(args, filepath.Join(dir, "missing.jsonl"))
+			}
+			t.Run(c[0]+" "+filepath.Base(f.path), func(t *testing.T) {
+				t.Parallel()
+				type result struct {
+					code           int
+					stdout, stderr string
+				}
+				done := make(chan result, 1)
+				go func() {
+					if c[0] == "serve" {
+						var stderr strings.Builder
+						code := serve(context.Background(), serveOptions{configPath: f.path, explicit: true}, nil, &stderr)
+						done <- result{code, "", stderr.String()}
+						return
+					}
+					code, stdout, stderr := runCmd(args...)
+					done <- result{code, stdout, stderr}
+				}()
+				select {
+				case r := <-done:
+					if r.code != 1 || !strings.Contains(r.stderr, f.path) || !strings.Contains(r.stderr, f.want) || strings.Count(r.stderr, "\n") != 1 {
+						t.Errorf("%v: exit %d, stderr %q; want 1 and one line with the path and %q", args, r.code, r.stderr, f.want)
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("%v blocked", args)
+				}
+			})
+		}
 	}
 }
