@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf-milter/spf-milter/milter"
@@ -28,7 +29,42 @@ const (
 	// DefaultRetryInterval spaces the attempts to open the file again
 	// after it failed.
 	DefaultRetryInterval = 10 * time.Second
+	// DefaultStatInterval spaces the checks that the path still names
+	// the open file, so that a file deleted or renamed underneath is
+	// noticed within seconds at the cost of one stat per interval.
+	DefaultStatInterval = 5 * time.Second
 )
+
+// The reasons a record is lost, the values of the reason label of
+// spf_milter_decision_log_lost_total. The set is closed, so that the
+// metric has a bounded number of series.
+const (
+	// LostQueueFull: the queue was full, the writer being behind.
+	LostQueueFull = "queue_full"
+	// LostWriteError: writing or flushing the file failed (a full disk).
+	LostWriteError = "write_error"
+	// LostOpenError: the file could not be opened, or not reopened after
+	// a failed write.
+	LostOpenError = "open_error"
+	// LostClosed: the record came after Close.
+	LostClosed = "closed"
+)
+
+// lostReasons are the reasons in the order of Writer.lostBy.
+var lostReasons = [...]string{LostQueueFull, LostWriteError, LostOpenError, LostClosed}
+
+// Indexes of Writer.lostBy.
+const (
+	lostQueueFull = iota
+	lostWriteError
+	lostOpenError
+	lostClosed
+)
+
+// maxCauses bounds the distinct causes remembered for rate-limiting their
+// log lines: a cause is a handful of error texts in practice, but the
+// texts come from the system.
+const maxCauses = 16
 
 // fileMode keeps the log from other users: it names senders and clients.
 const fileMode = 0o640
@@ -50,16 +86,22 @@ type Options struct {
 type Settings struct {
 	// Log receives the writer's own errors; nil means slog.Default().
 	// SetLogger changes it.
-	Log           *slog.Logger
-	Buffer        int
+	Log    *slog.Logger
+	Buffer int
+	// ErrorInterval is how often one cause of lost records is logged; a
+	// new cause is logged at once.
 	ErrorInterval time.Duration
 	RetryInterval time.Duration
+	// StatInterval is how often the path is compared with the open file
+	// while records are written.
+	StatInterval time.Duration
 }
 
 // Writer appends records to the decision log from one goroutine of its
 // own. Write never blocks: a record that finds the queue full, or the
-// file unwritable, is lost, counted and reported in the log at most once
-// per ErrorInterval, because a session must never wait for the log, let
+// file unwritable, is lost, counted by reason and reported in the log:
+// each distinct cause at once, then at most once per ErrorInterval with
+// what was lost since, because a session must never wait for the log, let
 // alone fail because of it. Rotation and reopening happen between two
 // records on that goroutine, so that none is lost or cut in two by them.
 type Writer struct {
@@ -73,23 +115,38 @@ type Writer struct {
 	mu     sync.RWMutex
 	closed bool
 
-	lost    atomic.Uint64
+	lostBy  [len(lostReasons)]atomic.Uint64
 	written atomic.Uint64
 	log     atomic.Pointer[slog.Logger]
 
 	// The rest belongs to the writer goroutine.
-	opts       Options
-	f          *os.File
-	buf        *bufio.Writer
-	size       int64
-	regular    bool // only a regular file is rotated, never a device
-	pending    int  // records in buf, lost if the flush fails
-	line       bytes.Buffer
-	enc        *json.Encoder
-	lastOpen   time.Time
-	reported   uint64 // lost records already reported
-	lastReport time.Time
-	lastErr    error
+	opts     Options
+	f        *os.File
+	buf      *bufio.Writer
+	size     int64
+	regular  bool // only a regular file is rotated, never a device
+	pending  int  // records in buf, lost if the flush fails
+	line     bytes.Buffer
+	enc      *json.Encoder
+	lastOpen time.Time
+	lastStat time.Time
+	st       os.FileInfo // of f, to tell when the path names another file
+	lastErr  error
+	// lastReason is the index in lostBy of what lastErr stands for.
+	lastReason int
+	// queueSeen and closedSeen are the losses counted by Write already
+	// given to their cause.
+	queueSeen, closedSeen uint64
+	causes                []*cause
+}
+
+// cause is one distinct cause of lost records or of a problem with the
+// file, rate-limited in the log on its own.
+type cause struct {
+	reason string // "" for a problem that loses nothing
+	err    string
+	lost   uint64 // since its last line
+	logged time.Time
 }
 
 // control is an operation run on the writer goroutine, after the records
@@ -116,6 +173,9 @@ func NewWriter(opts Options, s Settings) (*Writer, error) {
 	if s.RetryInterval <= 0 {
 		s.RetryInterval = DefaultRetryInterval
 	}
+	if s.StatInterval <= 0 {
+		s.StatInterval = DefaultStatInterval
+	}
 	w := &Writer{
 		settings: s,
 		in:       make(chan Record, s.Buffer),
@@ -141,13 +201,13 @@ func (w *Writer) Write(r Record) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
-		w.lost.Add(1)
+		w.lostBy[lostClosed].Add(1)
 		return
 	}
 	select {
 	case w.in <- r:
 	default:
-		w.lost.Add(1)
+		w.lostBy[lostQueueFull].Add(1)
 	}
 }
 
@@ -161,7 +221,24 @@ func (w *Writer) SetLogger(l *slog.Logger) {
 
 // Lost returns how many records were lost so far: queue full, file
 // unwritable, or written after Close.
-func (w *Writer) Lost() uint64 { return w.lost.Load() }
+func (w *Writer) Lost() uint64 {
+	var n uint64
+	for i := range w.lostBy {
+		n += w.lostBy[i].Load()
+	}
+	return n
+}
+
+// LostByReason returns how many records were lost so far by reason, with
+// every reason present (LostQueueFull, LostWriteError, LostOpenError,
+// LostClosed), for the metrics.
+func (w *Writer) LostByReason() map[string]uint64 {
+	m := make(map[string]uint64, len(lostReasons))
+	for i, r := range lostReasons {
+		m[r] = w.lostBy[i].Load()
+	}
+	return m
+}
 
 // Written returns how many records reached the file (or its buffer, for
 // the last few: Sync flushes them).
@@ -170,22 +247,24 @@ func (w *Writer) Written() uint64 { return w.written.Load() }
 // Configure switches to opts after the records queued so far, reopening
 // the file even when opts are unchanged, so that a reload also serves
 // logrotate's renaming. It returns the error of opening the file, which
-// is tried again later.
+// is tried again later. That error is not logged here, the caller
+// reporting it (a reload says the log did not open); later failures of
+// the same cause are logged at most once per ErrorInterval.
 func (w *Writer) Configure(opts Options) error {
 	return w.do(func() error {
 		w.closeFile()
 		w.opts = opts
-		return w.open()
+		return w.open(false)
 	})
 }
 
 // Reopen closes the file and opens Path again, after the records queued
 // so far: after logrotate renamed the file, the next records go to a new
-// one.
+// one. An error opening it is logged, as by the later attempts.
 func (w *Writer) Reopen() error {
 	return w.do(func() error {
 		w.closeFile()
-		return w.open()
+		return w.open(true)
 	})
 }
 
@@ -280,20 +359,21 @@ func (w *Writer) write(r Record) {
 	w.line.Reset()
 	if err := w.enc.Encode(r); err != nil {
 		// Only a value JSON cannot hold fails, and a Record has none.
-		w.fail(fmt.Errorf("encoding a record: %w", err), 1)
+		w.lose(lostWriteError, fmt.Errorf("decision log: encoding a record: %w", err), 1)
 		return
 	}
+	if w.f != nil {
+		w.checkPath()
+	}
 	if w.f == nil && !w.retryOpen() {
-		w.lost.Add(1)
-		w.report(false)
+		w.lose(w.lastReason, w.lastErr, 1)
 		return
 	}
 	n := int64(w.line.Len())
 	if w.regular && w.opts.MaxSize > 0 && w.size > 0 && w.size+n > w.opts.MaxSize {
 		w.rotate()
 		if w.f == nil {
-			w.lost.Add(1)
-			w.report(false)
+			w.lose(w.lastReason, w.lastErr, 1)
 			return
 		}
 	}
@@ -307,48 +387,111 @@ func (w *Writer) write(r Record) {
 }
 
 // retryOpen opens the file again after a failure, at most once per
-// RetryInterval.
+// RetryInterval, and says so when it opens.
 func (w *Writer) retryOpen() bool {
 	if time.Since(w.lastOpen) < w.settings.RetryInterval {
 		return false
 	}
-	return w.open() == nil
+	failed, reason := w.lastErr, w.lastReason
+	if w.open(true) != nil {
+		return false
+	}
+	// After a write error the file opens every time (a full disk takes
+	// an open, not a write): only the end of an open error is news.
+	if failed != nil && reason == lostOpenError {
+		w.log.Load().Info("decision log open again", "path", w.opts.Path, "after", failed.Error())
+	}
+	return true
 }
 
-func (w *Writer) open() error {
+// checkPath reopens the file when its path no longer names it: deleted
+// or renamed underneath, the records would go to a file no one reads.
+// The path is looked at most once per StatInterval.
+func (w *Writer) checkPath() {
+	if w.st == nil || time.Since(w.lastStat) < w.settings.StatInterval {
+		return
+	}
+	w.lastStat = time.Now()
+	st, err := os.Stat(w.opts.Path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return // unreadable for a moment: the open file is still good
+	}
+	if err == nil && os.SameFile(st, w.st) {
+		return
+	}
+	how := "replaced"
+	if err != nil {
+		how = "deleted or renamed"
+	}
+	w.log.Load().Warn("decision log file "+how+" underneath; reopening", "path", w.opts.Path)
+	w.closeFile()
+	w.open(true)
+}
+
+// open opens the file at Path, logging an error when logErr (a caller
+// that returns the error to someone who reports it passes false).
+func (w *Writer) open(logErr bool) error {
 	w.lastOpen = time.Now()
 	if w.opts.Path == "" {
 		w.lastErr = nil
 		return nil
 	}
-	f, err := os.OpenFile(w.opts.Path, os.O_RDWR|os.O_APPEND|os.O_CREATE, fileMode)
+	f, st, err := openLog(w.opts.Path)
 	if err != nil {
-		w.lastErr = fmt.Errorf("decision log: %w", err)
-		w.errorLine("cannot open the decision log; records are lost until it opens", err)
+		w.lastErr, w.lastReason = fmt.Errorf("decision log: %w", err), lostOpenError
+		w.problem(LostOpenError, w.lastErr, "cannot open the decision log; records are lost until it opens", logErr)
 		return w.lastErr
 	}
-	st, err := f.Stat()
-	if err == nil && !st.Mode().IsRegular() && st.Mode()&fs.ModeCharDevice == 0 {
-		// A directory, a FIFO: nothing a log can go to without blocking
-		// or failing. A character device (/dev/null) is taken.
-		err = fmt.Errorf("%s is not a regular file", w.opts.Path)
-	}
-	if err == nil && st.Mode().IsRegular() {
-		err = endLine(f, st.Size())
-	}
-	if err != nil {
-		f.Close()
-		w.lastErr = fmt.Errorf("decision log: %w", err)
-		w.errorLine("cannot open the decision log; records are lost until it opens", err)
-		return w.lastErr
-	}
-	w.f, w.size, w.regular, w.pending, w.lastErr = f, st.Size(), st.Mode().IsRegular(), 0, nil
+	w.f, w.st, w.size, w.regular, w.pending, w.lastErr = f, st, st.Size(), st.Mode().IsRegular(), 0, nil
+	w.lastStat = w.lastOpen
 	if w.buf == nil {
 		w.buf = bufio.NewWriterSize(f, 64<<10)
 	} else {
 		w.buf.Reset(f)
 	}
 	return nil
+}
+
+// openLog opens path for appending. O_NONBLOCK keeps a FIFO at the path
+// from blocking the open until a reader comes; the file is then refused
+// unless it is a regular file or a character device (/dev/null), so
+// that no write can block on it either.
+func openLog(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, fileMode)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		switch m := st.Mode(); {
+		case m.IsRegular():
+			err = endLine(f, st.Size())
+		case m&fs.ModeCharDevice != 0:
+		default:
+			err = fmt.Errorf("%s is not a regular file (%s)", path, fileType(m))
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
+}
+
+// fileType names the type of a file that is not regular, for the error.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	default:
+		return "mode " + m.String()
+	}
 }
 
 // endLine ends a line cut short by a failed write (a full disk), so that
@@ -397,9 +540,9 @@ func (w *Writer) rotate() {
 	for i := keep + 1; os.Remove(p+"."+strconv.Itoa(i)) == nil; i++ {
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		w.errorLine("rotating the decision log failed; writing on in the same file", err)
+		w.problem("", err, "rotating the decision log failed; writing on in the same file", true)
 	}
-	w.open()
+	w.open(true)
 }
 
 func (w *Writer) flush() error {
@@ -424,15 +567,14 @@ func (w *Writer) flushOrLose() {
 // fail gives up the file after a write error, counting n records lost; it
 // is opened again on a later record.
 func (w *Writer) fail(err error, n uint64) {
-	w.lost.Add(n)
 	w.unwrite(uint64(w.pending))
-	w.lastErr = fmt.Errorf("decision log: %w", err)
+	w.lastErr, w.lastReason = fmt.Errorf("decision log: %w", err), lostWriteError
 	if w.f != nil {
 		w.f.Close()
-		w.f = nil
+		w.f, w.st = nil, nil
 	}
 	w.pending = 0
-	w.report(false)
+	w.lose(lostWriteError, w.lastErr, n)
 }
 
 // unwrite takes back from the written count the n buffered records that
@@ -448,42 +590,108 @@ func (w *Writer) closeFile() {
 		return
 	}
 	if err := w.flush(); err != nil {
-		w.lost.Add(uint64(w.pending))
-		w.unwrite(uint64(w.pending))
-		w.lastErr = fmt.Errorf("decision log: %w", err)
+		n := uint64(w.pending)
+		w.unwrite(n)
+		w.lastErr, w.lastReason = fmt.Errorf("decision log: %w", err), lostWriteError
+		w.lose(lostWriteError, w.lastErr, n)
 	}
 	if err := w.f.Close(); err != nil && w.lastErr == nil {
-		w.lastErr = fmt.Errorf("decision log: %w", err)
+		w.lastErr, w.lastReason = fmt.Errorf("decision log: %w", err), lostWriteError
 	}
-	w.f, w.pending = nil, 0
+	w.f, w.st, w.pending = nil, nil, 0
 }
 
-// report logs the records lost since the last report, at most once per
-// ErrorInterval unless final.
+// lose counts n records lost for reason (an index of lostBy) and err,
+// and reports them.
+func (w *Writer) lose(reason int, err error, n uint64) {
+	if n == 0 {
+		return
+	}
+	w.lostBy[reason].Add(n)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	w.cause(lostReasons[reason], msg).lost += n
+	w.report(false)
+}
+
+// queueFullError is the cause given for records lost to a full queue.
+const queueFullError = "queue full: the disk is slower than the mail"
+
+// report logs the records lost since each cause's last line: a cause
+// never logged at once, another at most once per ErrorInterval, every
+// one when final.
 func (w *Writer) report(final bool) {
-	lost := w.lost.Load()
-	if lost == w.reported {
-		return
+	// Write counts what it loses on the sessions' goroutines; it is given
+	// to its cause here.
+	if q := w.lostBy[lostQueueFull].Load(); q != w.queueSeen {
+		w.cause(LostQueueFull, queueFullError).lost += q - w.queueSeen
+		w.queueSeen = q
 	}
-	if !final && !w.lastReport.IsZero() && time.Since(w.lastReport) < w.settings.ErrorInterval {
-		return
+	if c := w.lostBy[lostClosed].Load(); c != w.closedSeen {
+		w.cause(LostClosed, "written after the decision log was closed").lost += c - w.closedSeen
+		w.closedSeen = c
 	}
-	attrs := []any{"path", w.opts.Path, "lost", lost - w.reported, "lost_total", lost}
-	if w.lastErr != nil {
-		attrs = append(attrs, "error", w.lastErr.Error())
-	} else {
-		attrs = append(attrs, "error", "queue full: the disk is slower than the mail")
+	now := time.Now()
+	for _, c := range w.causes {
+		if final || c.logged.IsZero() || now.Sub(c.logged) >= w.settings.ErrorInterval {
+			w.logLost(c, now)
+		}
 	}
-	w.log.Load().Error("decision log records lost", attrs...)
-	w.reported, w.lastReport = lost, time.Now()
 }
 
-// errorLine logs a problem with the file, at most once per
-// ErrorInterval.
-func (w *Writer) errorLine(msg string, err error) {
-	if !w.lastReport.IsZero() && time.Since(w.lastReport) < w.settings.ErrorInterval {
+// logLost logs what c lost since its last line, if anything.
+func (w *Writer) logLost(c *cause, now time.Time) {
+	if c.lost == 0 {
 		return
 	}
-	w.log.Load().Error(msg, "path", w.opts.Path, "error", err.Error())
-	w.lastReport = time.Now()
+	w.log.Load().Error("decision log records lost", "path", w.opts.Path, "reason", c.reason,
+		"lost", c.lost, "lost_total", w.Lost(), "error", c.err)
+	c.lost, c.logged = 0, now
+}
+
+// problem logs a problem with the file: at once for a new cause, at most
+// once per ErrorInterval for one already logged. When !logNow the caller
+// reports err itself, and the cause only counts as logged.
+func (w *Writer) problem(reason string, err error, msg string, logNow bool) {
+	c := w.cause(reason, err.Error())
+	if !c.logged.IsZero() && time.Since(c.logged) < w.settings.ErrorInterval {
+		return
+	}
+	if logNow {
+		w.log.Load().Error(msg, "path", w.opts.Path, "error", err.Error())
+	}
+	c.logged = time.Now()
+}
+
+// cause finds or adds the cause of reason and err. Causes idle for an
+// ErrorInterval are forgotten, since a new line for them would be due
+// anyway; should more than maxCauses be live, what they hold is logged
+// and they are all forgotten.
+func (w *Writer) cause(reason, err string) *cause {
+	for _, c := range w.causes {
+		if c.reason == reason && c.err == err {
+			return c
+		}
+	}
+	live := w.causes[:0]
+	for _, c := range w.causes {
+		if c.lost > 0 || time.Since(c.logged) < w.settings.ErrorInterval {
+			live = append(live, c)
+		}
+	}
+	clear(w.causes[len(live):])
+	w.causes = live
+	if len(w.causes) >= maxCauses {
+		now := time.Now()
+		for _, c := range w.causes {
+			w.logLost(c, now)
+		}
+		clear(w.causes)
+		w.causes = w.causes[:0]
+	}
+	c := &cause{reason: reason, err: err}
+	w.causes = append(w.causes, c)
+	return c
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,7 +223,9 @@ func TestWriterReopen(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "decisions.jsonl")
-	w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20, Keep: 2}, Settings{})
+	// No check of the path on a slow machine: the records written
+	// between the rename and Reopen must go to the renamed file.
+	w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20, Keep: 2}, Settings{StatInterval: time.Hour})
 	for i := range 3 {
 		w.Write(numbered(i))
 	}
@@ -502,5 +505,202 @@ func BenchmarkWriterThroughput(b *testing.B) {
 	w.Close()
 	if w.Lost() != 0 {
 		b.Fatalf("lost %d", w.Lost())
+	}
+}
+
+// TestWriterCauses walks the decision log path through the causes of
+// loss an attacker or a full disk produce: each new one is logged at once
+// though the same one is logged at most once an hour here, every record
+// is counted under its reason, and nothing is blamed on a full queue that
+// never overflowed.
+func TestWriterCauses(t *testing.T) {
+	t.Parallel()
+	const full = "/dev/full" // every write fails with ENOSPC
+	if _, err := os.Stat(full); err != nil {
+		t.Skipf("%s is needed: %v", full, err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "decisions.jsonl")
+	if err := os.Symlink(full, path); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logLines{}
+	w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20}, Settings{
+		Log: slog.New(slog.NewTextHandler(logs, nil)), ErrorInterval: time.Hour, RetryInterval: time.Nanosecond,
+	})
+	n := 0
+	write := func(records int) {
+		for range records {
+			w.Write(numbered(n))
+			n++
+			w.Sync() // one record at a time: one failure each
+		}
+	}
+	unlink := func() {
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write(4) // the disk is full
+	unlink()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write(3) // a FIFO: refused, and the writer is not blocked on it
+	unlink()
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write(2) // a directory
+	unlink()
+	write(1) // a file again: written
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	if got := queueIDs(t, readAll(t, path)); fmt.Sprint(got) != "[9]" {
+		t.Errorf("file holds %v, want [9]", got)
+	}
+	want := map[string]uint64{LostQueueFull: 0, LostWriteError: 4, LostOpenError: 5, LostClosed: 0}
+	if got := w.LostByReason(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("lost by reason %v, want %v", got, want)
+	}
+	if w.Lost() != 9 || w.Written() != 1 {
+		t.Errorf("lost %d, written %d; want 9, 1", w.Lost(), w.Written())
+	}
+	out := logs.String()
+	for _, tt := range []struct {
+		line  string
+		count int
+	}{
+		// The first failure at once, the three after it at Close.
+		{`msg="decision log records lost" path=` + path + ` reason=write_error lost=1 lost_total=1 `, 1},
+		{`reason=write_error lost=3 lost_total=9 `, 1},
+		{"no space left on device", 2},
+		{`msg="cannot open the decision log; records are lost until it opens"`, 2},
+		{"is not a regular file (a FIFO)", 2}, // when it happens, and its count at Close
+		{`reason=open_error lost=3 lost_total=9 error="decision log: ` + path + ` is not a regular file (a FIFO)"`, 1},
+		{"is a directory", 3}, // and in the line saying the file opened again
+		{`reason=open_error lost=2 lost_total=9 `, 1},
+		{`msg="decision log open again"`, 1},
+		{"queue full", 0},
+		{"slower than the mail", 0},
+	} {
+		if got := strings.Count(out, tt.line); got != tt.count {
+			t.Errorf("%d lines with %q, want %d", got, tt.line, tt.count)
+		}
+	}
+	if t.Failed() {
+		t.Logf("log:\n%s", out)
+	}
+}
+
+// TestWriterQueueFullReported checks that records lost to a full queue
+// are reported as such, under their reason.
+func TestWriterQueueFullReported(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	logs := &logLines{}
+	w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20}, Settings{
+		Buffer: 2, Log: slog.New(slog.NewTextHandler(logs, nil)), ErrorInterval: time.Hour,
+	})
+	release := hold(w)
+	for i := range 5 {
+		w.Write(numbered(i))
+	}
+	release()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.Write(numbered(5))
+	want := map[string]uint64{LostQueueFull: 3, LostWriteError: 0, LostOpenError: 0, LostClosed: 1}
+	if got := w.LostByReason(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("lost by reason %v, want %v", got, want)
+	}
+	if out := logs.String(); strings.Count(out, `reason=queue_full lost=3 lost_total=3 error="queue full: the disk is slower than the mail"`) != 1 {
+		t.Errorf("the full queue is not reported once:\n%s", out)
+	}
+}
+
+// TestWriterFileGone removes or replaces the open file behind the
+// writer's back: it notices at the next record and reopens the path, so
+// that the records go on landing in the file at the path.
+func TestWriterFileGone(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		change func(path string) error
+		old    string // where the first record is now, "" for nowhere
+	}{
+		{"deleted", os.Remove, ""},
+		{"renamed", func(p string) error { return os.Rename(p, p+".old") }, ".old"},
+		{"replaced", func(p string) error {
+			// Written aside and renamed over it, as an editor does.
+			if err := os.WriteFile(p+".new", nil, fileMode); err != nil {
+				return err
+			}
+			return os.Rename(p+".new", p)
+		}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "decisions.jsonl")
+			logs := &logLines{}
+			w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20}, Settings{
+				Log: slog.New(slog.NewTextHandler(logs, nil)), StatInterval: time.Nanosecond,
+			})
+			w.Write(numbered(0))
+			if err := w.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.change(path); err != nil {
+				t.Fatal(err)
+			}
+			w.Write(numbered(1))
+			w.Write(numbered(2))
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := queueIDs(t, readAll(t, path)); fmt.Sprint(got) != "[1 2]" {
+				t.Errorf("file holds %v, want [1 2]", got)
+			}
+			if tt.old != "" {
+				if got := queueIDs(t, readAll(t, path+tt.old)); fmt.Sprint(got) != "[0]" {
+					t.Errorf("%s holds %v, want [0]", tt.old, got)
+				}
+			}
+			if w.Lost() != 0 {
+				t.Errorf("lost %d", w.Lost())
+			}
+			if n := strings.Count(logs.String(), "underneath; reopening"); n != 1 {
+				t.Errorf("%d lines about the reopening, want 1:\n%s", n, logs)
+			}
+		})
+	}
+}
+
+// TestWriterOpenRefuses opens paths that are no place for a log: the
+// error names the cause, and opening does not wait for a FIFO's reader.
+func TestWriterOpenRefuses(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		want string
+	}{
+		{fifo, "is not a regular file (a FIFO)"},
+		{dir, "is a directory"},
+		{filepath.Join(dir, "missing", "decisions.jsonl"), "no such file or directory"},
+	} {
+		w, err := NewWriter(Options{Path: tt.path}, Settings{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.path, err, tt.want)
+		}
+		w.Close()
 	}
 }

@@ -68,6 +68,30 @@ type Metrics struct {
 	openSessions atomic.Pointer[func() int]
 	cacheEntries atomic.Pointer[func() int]
 	lastReload   prometheus.Gauge
+	logLost      *decisionLogLost
+}
+
+// decisionLogLost exposes the decision log's lost records, counted by the
+// writer itself: the metric and the writer's own count cannot disagree,
+// and the writer needs no Prometheus.
+type decisionLogLost struct {
+	desc *prometheus.Desc
+	f    atomic.Pointer[func() map[string]uint64]
+}
+
+// Describe implements prometheus.Collector.
+func (d *decisionLogLost) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
+
+// Collect implements prometheus.Collector: nothing until a writer is
+// wired.
+func (d *decisionLogLost) Collect(ch chan<- prometheus.Metric) {
+	f := d.f.Load()
+	if f == nil {
+		return
+	}
+	for reason, n := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(n), reason)
+	}
 }
 
 // dnsTypeMetrics are the series of one query type, resolved once.
@@ -142,12 +166,19 @@ func NewMetrics() *Metrics {
 		Help: "Answers held in the DNS cache now.",
 	}, func() float64 { return read(&m.cacheEntries) })
 
+	m.logLost = &decisionLogLost{desc: prometheus.NewDesc(
+		"spf_milter_decision_log_lost_total",
+		"Decision log records lost, by reason (queue_full: the disk is slower than the mail; write_error; open_error: the file cannot be opened; closed: written after shutdown).",
+		[]string{"reason"}, nil,
+	)}
+
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.checksVec, m.checkTimeVec, m.actionsVec, m.skipped, m.failures,
 		m.sessions, open, m.reloads, m.lastReload,
 		m.dnsQueries, m.dnsTime, m.cacheHits, m.cacheMisses, entries,
+		m.logLost,
 	)
 
 	m.checks = map[spf.Identity]map[spf.Result]prometheus.Counter{}
@@ -232,6 +263,16 @@ func (m *Metrics) SetOpenSessions(f func() int) {
 func (m *Metrics) SetCacheEntries(f func() int) {
 	if m != nil {
 		m.cacheEntries.Store(&f)
+	}
+}
+
+// SetDecisionLogLost names the function that gives the decision log's
+// lost records by reason, read at each scrape: one series per reason it
+// returns, so the writer, which returns every reason it knows, keeps the
+// set bounded and present from the start.
+func (m *Metrics) SetDecisionLogLost(f func() map[string]uint64) {
+	if m != nil {
+		m.logLost.f.Store(&f)
 	}
 }
 

@@ -254,6 +254,27 @@ func TestMetricsOpenSessions(t *testing.T) {
 	waitFor(t, "no session is open", func() bool { return open() == 0 })
 }
 
+// TestMetricsDecisionLogLost reads the decision log's lost records from
+// the function the daemon wires, one series per reason it gives, and none
+// before it is wired.
+func TestMetricsDecisionLogLost(t *testing.T) {
+	m := NewMetrics()
+	if got := scrape(t, m.Handler()); got.typeLine["spf_milter_decision_log_lost_total"] != "" {
+		t.Errorf("decision log series before a writer is wired: %v", got.samples)
+	}
+	lost := map[string]uint64{"queue_full": 0, "write_error": 7, "open_error": 2}
+	m.SetDecisionLogLost(func() map[string]uint64 { return lost })
+	e := scrape(t, m.Handler())
+	e.check(t, map[string]float64{
+		`spf_milter_decision_log_lost_total{reason="queue_full"}`:  0,
+		`spf_milter_decision_log_lost_total{reason="write_error"}`: 7,
+		`spf_milter_decision_log_lost_total{reason="open_error"}`:  2,
+	})
+	if e.typeLine["spf_milter_decision_log_lost_total"] != "counter" || !e.help["spf_milter_decision_log_lost_total"] {
+		t.Errorf("spf_milter_decision_log_lost_total: type %q, help %v", e.typeLine["spf_milter_decision_log_lost_total"], e.help["spf_milter_decision_log_lost_total"])
+	}
+}
+
 // TestMetricsDNS counts the queries and cache lookups of a real resolver
 // asking a DNS server on loopback.
 func TestMetricsDNS(t *testing.T) {
@@ -343,6 +364,7 @@ func TestMetricsNil(t *testing.T) {
 	var m *Metrics
 	m.SetOpenSessions(func() int { return 1 })
 	m.SetCacheEntries(func() int { return 1 })
+	m.SetDecisionLogLost(func() map[string]uint64 { return map[string]uint64{"queue_full": 1} })
 	m.SessionStarted()
 	m.Checked(&spf.Outcome{Identity: spf.IdentityMailFrom, Result: spf.Pass})
 	m.Decided(Decision{Action: config.Reject})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -319,6 +320,56 @@ func TestServeDecisionLog(t *testing.T) {
 	}
 	if r.Decisions != 4 || r.NowRefused != 1 || len(r.Domains) != 1 || r.Domains[0].Domain != "soft.example.org" {
 		t.Errorf("replay of the daemon's log: %s", stdout)
+	}
+}
+
+// TestServeDecisionLogUnopenable reloads onto a decision log path that
+// cannot be a file: the reload says why the log is not open rather than
+// where it goes, and a later reload onto a good path opens it.
+func TestServeDecisionLogUnopenable(t *testing.T) {
+	t.Parallel()
+	dns := testDNS(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "decisions.jsonl")
+	path := filepath.Join(dir, "config.yaml")
+	writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", "decision_log: {path: "+logPath+"}\n"))
+	p := startInProcess(t, serveOptions{configPath: path, explicit: true})
+	addr := p.listening(t)
+	const opened, notOpen = "decision log to ", "decision log not open; records are lost until it opens"
+	for _, tt := range []struct {
+		path            string
+		opened, notOpen int // log lines so far
+	}{
+		{dir, 1, 1},     // a directory
+		{logPath, 2, 1}, // the good file again
+	} {
+		writeFile(t, path, serveConfig(dns, "inet:127.0.0.1:0", "reject", "decision_log: {path: "+tt.path+"}\n"))
+		before := countLogs(logRecords(p.logs.String()), "config reloaded")
+		p.hup <- syscall.SIGHUP
+		waitLogs(t, p.logs.String, "config reloaded", before+1)
+		recs := logRecords(p.logs.String())
+		if got := countLogs(recs, opened); got != tt.opened {
+			t.Errorf("%s: %d lines %q, want %d", tt.path, got, opened, tt.opened)
+		}
+		if got := countLogs(recs, notOpen); got != tt.notOpen {
+			t.Errorf("%s: %d lines %q, want %d", tt.path, got, notOpen, tt.notOpen)
+		}
+		if got := oneSession(t, addr); got != 550 {
+			t.Errorf("%s: MAIL FROM reply %d, want 550", tt.path, got)
+		}
+	}
+	for _, r := range logRecords(p.logs.String()) {
+		if r["msg"] == notOpen && (r["level"] != "ERROR" || !strings.Contains(fmt.Sprint(r["error"]), "is a directory")) {
+			t.Errorf("the reload onto a directory logged %v", r)
+		}
+	}
+	p.cancel()
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.logs)
+	}
+	// The session after the good reload was recorded.
+	if got := readRecords(t, logPath); len(got) != 1 {
+		t.Errorf("%d records in %s, want 1", len(got), logPath)
 	}
 }
 

@@ -184,6 +184,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	if err != nil {
 		return fail(err)
 	}
+	metrics.SetDecisionLogLost(dlog.LostByReason)
 	useDecisionLog(rt, dlog)
 	if o.setDefaultLogger {
 		slog.SetDefault(rt.Log)
@@ -555,15 +556,22 @@ func decisionLogOptions(c config.DecisionLog) decisions.Options {
 
 // useDecisionLog sets the decision log up for rt's config, reopening the
 // file (SIGHUP is how logrotate asks for that), and has rt's sessions
-// write to it when the config names a file. The writer logs its own
-// errors, and a file that does not open is tried again later.
+// write to it when the config names a file. It says where the log goes
+// only when the file opened, and otherwise why not; the writer tries
+// again later and logs its later errors itself.
 func useDecisionLog(rt *milter.Runtime, w *decisions.Writer) {
 	w.SetLogger(rt.Log)
-	w.Configure(decisionLogOptions(rt.Config.DecisionLog))
-	if dl := rt.Config.DecisionLog; dl.Path != "" {
-		rt.Decisions = w
-		rt.Log.Info("decision log to "+dl.Path, "path", dl.Path, "max_size", dl.MaxSize, "keep", dl.Keep)
+	err := w.Configure(decisionLogOptions(rt.Config.DecisionLog))
+	dl := rt.Config.DecisionLog
+	if dl.Path == "" {
+		return
 	}
+	rt.Decisions = w
+	if err != nil {
+		rt.Log.Error("decision log not open; records are lost until it opens", "path", dl.Path, "error", err.Error())
+		return
+	}
+	rt.Log.Info("decision log to "+dl.Path, "path", dl.Path, "max_size", dl.MaxSize, "keep", dl.Keep)
 }
 
 // sameListen reports whether b listens where a does; equivalent spellings

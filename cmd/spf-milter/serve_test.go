@@ -656,6 +656,10 @@ func TestServeMetrics(t *testing.T) {
 		`spf_milter_sessions_total`:                                  0,
 		`spf_milter_checks_total{identity="mailfrom",result="fail"}`: 0,
 		`spf_milter_dns_cache_entries`:                               0,
+		// Wired to the decision log writer, which exists with no file.
+		`spf_milter_decision_log_lost_total{reason="queue_full"}`:  0,
+		`spf_milter_decision_log_lost_total{reason="write_error"}`: 0,
+		`spf_milter_decision_log_lost_total{reason="open_error"}`:  0,
 	})
 
 	if got := oneSession(t, addr); got != 550 {
