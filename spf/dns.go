@@ -430,8 +430,7 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 		// be none, or one record where there are two.
 		outcome = "bad_answer"
 		err = &ServerError{Server: server, text: "answer truncated over TCP"}
-	case len(resp.Question) != 1 || !sameName(resp.Question[0].Name, m.Question[0].Name) ||
-		resp.Question[0].Qtype != m.Question[0].Qtype || resp.Question[0].Qclass != dns.ClassINET:
+	case !sameQuestion(resp, m):
 		outcome = "bad_answer"
 		err = &ServerError{Server: server, text: "answer is for another question"}
 	default:
@@ -444,6 +443,12 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 		return nil, err
 	}
 	return resp, nil
+}
+
+// sameQuestion reports whether resp answers the one question of query.
+func sameQuestion(resp, query *dns.Msg) bool {
+	return len(resp.Question) == 1 && sameName(resp.Question[0].Name, query.Question[0].Name) &&
+		resp.Question[0].Qtype == query.Question[0].Qtype && resp.Question[0].Qclass == dns.ClassINET
 }
 
 // rcodeOutcome names an answer's rcode as DNSObserver.DNSQuery does.
@@ -499,7 +504,9 @@ const udpSends = 3
 // a read that only a deadline interrupts. Over UDP the same query is sent
 // again, on the same socket, when a third of the timeout passes without
 // the answer: a lost datagram costs that much rather than the whole
-// timeout, and an answer to any of the sends will do.
+// timeout, and an answer to any of the sends will do. A datagram that is
+// not that answer (it does not unpack, or its ID or question is another)
+// is passed over, and the wait goes on until the deadline.
 func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
 	start := time.Now()
 	deadline := start.Add(r.timeout)
@@ -579,6 +586,13 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 			// A truncated answer may be cut mid-record; TCP will tell.
 			return resp, nil
 		}
+		if err != nil && network == "udp" && errors.As(err, new(*dns.Error)) {
+			// A datagram that does not unpack (or is too short to hold a
+			// header) proves nothing: anyone who can reach our port can
+			// send one. Stub resolvers pass it over and keep waiting for
+			// the server's answer until the deadline.
+			continue
+		}
 		if err != nil {
 			var ne net.Error
 			if readUntil.Before(deadline) && ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
@@ -597,6 +611,12 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 				continue
 			}
 			return nil, errWrongID
+		}
+		if network == "udp" && !resp.Truncated && !sameQuestion(resp, m) {
+			// Right ID, wrong question: a forgery or a confused
+			// middlebox, not an answer; ours may still come. Over TCP
+			// ask reports it, as the stream carries nothing else.
+			continue
 		}
 		return resp, nil
 	}
