@@ -85,6 +85,11 @@ type DNS struct {
 	// CacheSize bounds the answers the resolver keeps, shared by every
 	// session; 0 turns the cache off.
 	CacheSize int
+	// CacheBytes bounds the memory those answers take, in bytes as the
+	// resolver accounts them; an answer over 1/64 of it is used but not
+	// kept, and the parsed records kept beside the answers take at most
+	// 1/8 of it more. It has no effect when CacheSize is 0.
+	CacheBytes int64
 }
 
 // Policy maps each identity's SPF result to an action.

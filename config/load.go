@@ -136,6 +136,7 @@ func Default() *Config {
 			Timeout:      spf.DefaultDNSTimeout,
 			CheckTimeout: spf.DefaultCheckTimeout,
 			CacheSize:    spf.DefaultCacheSize,
+			CacheBytes:   spf.DefaultCacheBytes,
 		},
 		Policy: Policy{
 			MailFrom: map[spf.Result]Action{
@@ -544,6 +545,15 @@ var allowedCacheSize = fmt.Sprintf("a whole number of entries from 0 (no cache) 
 // million answers would take gigabytes.
 const maxCacheSize = 10_000_000
 
+// Bounds and form of dns.cache_bytes. Below a megabyte the cache could
+// keep only the smallest answers (each may take 1/64 of the bound); past
+// 64 GiB it could only be a typo.
+const (
+	minCacheBytes     = 1 << 20
+	maxCacheBytes     = 64 << 30
+	allowedCacheBytes = "a size such as 32MiB, 64MB or 1GiB, from 1MiB to 64GiB (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB of 1024)"
+)
+
 // allowedResults lists the SPF results, the keys of a policy or replies.
 var allowedResults = func() string {
 	names := make([]string, len(spf.Results))
@@ -598,6 +608,16 @@ func (l *loader) topFields() []field {
 				{"timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.DNS.Timeout) }},
 				{"check_timeout", func(key string, v *yaml.Node) { l.duration(key, v, &c.DNS.CheckTimeout) }},
 				{"cache_size", func(key string, v *yaml.Node) { l.count(key, v, maxCacheSize, allowedCacheSize, &c.DNS.CacheSize) }},
+				{"cache_bytes", func(key string, v *yaml.Node) {
+					if s, ok := l.scalar(key, v, allowedCacheBytes); ok {
+						n, reason := parseSizeIn(s, minCacheBytes, maxCacheBytes)
+						if reason != "" {
+							l.valueProblem(v, key, reason, allowedCacheBytes)
+							return
+						}
+						c.DNS.CacheBytes = n
+					}
+				}},
 			})
 		}},
 		{"policy", func(key string, v *yaml.Node) {
@@ -1048,9 +1068,15 @@ var sizeUnits = []struct {
 	{"B", 1},
 }
 
-// parseSize reads a size: a whole number with an optional unit (any case,
-// a space allowed before it), bytes without one.
+// parseSize reads a decision log size: a whole number with an optional
+// unit (any case, a space allowed before it), bytes without one, from
+// 1KB to 1TB.
 func parseSize(s string) (int64, string) {
+	return parseSizeIn(s, minLogSize, maxLogSize)
+}
+
+// parseSizeIn reads a size as parseSize does, from minSize to maxSize.
+func parseSizeIn(s string, minSize, maxSize int64) (int64, string) {
 	i := 0
 	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
 		i++
@@ -1073,10 +1099,10 @@ func parseSize(s string) (int64, string) {
 	}
 	n, err := strconv.ParseInt(digits, 10, 64)
 	switch {
-	case err != nil || n > maxLogSize/mult:
-		return 0, "more than 1TB"
-	case n*mult < minLogSize:
-		return 0, "less than 1KB"
+	case err != nil || n > maxSize/mult:
+		return 0, "more than " + formatSize(maxSize)
+	case n*mult < minSize:
+		return 0, "less than " + formatSize(minSize)
 	}
 	return n * mult, ""
 }

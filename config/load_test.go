@@ -28,6 +28,7 @@ const (
 	logPathForm = `an absolute file path such as /var/log/spf-milter/decisions.jsonl; "" for no decision log`
 	logSizeForm = "a size such as 100MB, 512KiB or 2GB, from 1KB to 1TB (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB of 1024)"
 	logKeepForm = "a whole number of rotated files from 0 (none) to 1000"
+	bytesForm   = "a size such as 32MiB, 64MB or 1GiB, from 1MiB to 64GiB (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB of 1024)"
 	httpForm    = `HOST:PORT with an IP address or localhost for HOST, such as 127.0.0.1:9095 or [::1]:9095; "" for no listener`
 	whyKeys     = "listen, url, rate, concurrent, cache"
 	whyURLForm  = `an absolute http or https URL without query or fragment, such as https://mx.example.net/why; "" for no link`
@@ -56,7 +57,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown nested key",
 			file: "dns:\n  timeout: 5s\n  retries: 3\n",
-			want: "t.yaml:3: dns.retries: unknown key (allowed: servers, timeout, check_timeout, cache_size)",
+			want: "t.yaml:3: dns.retries: unknown key (allowed: servers, timeout, check_timeout, cache_size, cache_bytes)",
 		},
 		{
 			name: "list where a mapping is needed",
@@ -281,6 +282,32 @@ func TestParseErrors(t *testing.T) {
 			name: "cache size as a list",
 			file: "dns: {cache_size: [100]}\n",
 			want: `t.yaml:1: dns.cache_size: bad value "[100]": a list, where a single value is needed (allowed: ` + sizeForm + ")",
+		},
+		{
+			name: "cache bytes under a megabyte",
+			file: "dns:\n  cache_bytes: 1000KiB\n",
+			want: `t.yaml:2: dns.cache_bytes: bad value "1000KiB": less than 1MiB (allowed: ` + bytesForm + ")",
+		},
+		{
+			name: "cache bytes past 64GiB",
+			file: "dns: {cache_bytes: 65GiB}\n",
+			want: `t.yaml:1: dns.cache_bytes: bad value "65GiB": more than 64GiB (allowed: ` + bytesForm + ")",
+		},
+		{
+			// 0 does not turn the cache off: cache_size: 0 does.
+			name: "cache bytes 0",
+			file: "dns: {cache_bytes: 0}\n",
+			want: `t.yaml:1: dns.cache_bytes: bad value "0": less than 1MiB (allowed: ` + bytesForm + ")",
+		},
+		{
+			name: "cache bytes with an unknown unit",
+			file: "dns: {cache_bytes: 32 megs}\n",
+			want: `t.yaml:1: dns.cache_bytes: bad value "32 megs": unknown unit "megs" (allowed: ` + bytesForm + ")",
+		},
+		{
+			name: "cache bytes as a list",
+			file: "dns: {cache_bytes: [32MiB]}\n",
+			want: `t.yaml:1: dns.cache_bytes: bad value "[32MiB]": a list, where a single value is needed (allowed: ` + bytesForm + ")",
 		},
 		{
 			name: "metrics listen on a host name",
@@ -528,6 +555,7 @@ dns:
   timeout: 2s
   check_timeout: 1m30s
   cache_size: 500
+  cache_bytes: 64MB
 policy:
   mailfrom: {none: accept, neutral: accept, pass: accept, fail: quarantine, softfail: tempfail, temperror: accept, permerror: reject}
   helo:
@@ -569,6 +597,7 @@ func fullConfig() *Config {
 			Timeout:      2 * time.Second,
 			CheckTimeout: 90 * time.Second,
 			CacheSize:    500,
+			CacheBytes:   64_000_000,
 		},
 		Policy: Policy{
 			MailFrom: map[spf.Result]Action{
@@ -661,6 +690,16 @@ func TestParseValid(t *testing.T) {
 			name: "cache off",
 			file: "dns: {cache_size: 0}\n",
 			want: withDefaults(func(c *Config) { c.DNS.CacheSize = 0 }),
+		},
+		{
+			name: "smallest cache bytes, in bytes",
+			file: "dns: {cache_bytes: 1048576}\n",
+			want: withDefaults(func(c *Config) { c.DNS.CacheBytes = 1 << 20 }),
+		},
+		{
+			name: "largest cache bytes",
+			file: "dns: {cache_bytes: 64 gib}\n",
+			want: withDefaults(func(c *Config) { c.DNS.CacheBytes = 64 << 30 }),
 		},
 		{
 			name: "largest cache, quoted",
@@ -811,6 +850,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 		"session: {idle_timeout: 10m, max_duration: 1h}\n",
 		"  check_timeout: 20s\n",
 		"  cache_size: 10000\n",
+		"  cache_bytes: 32MiB\n",
 		"metrics: {listen: \"\"}\n",
 		"decision_log: {path: \"\", max_size: 100MB, keep: 5}\n",
 		"why:\n  listen: \"\"\n  url: \"\"\n  rate: 20\n  concurrent: 4\n  cache: 1m\n",

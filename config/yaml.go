@@ -38,6 +38,7 @@ func (c *Config) YAML() []byte {
 			"timeout", duration(c.DNS.Timeout),
 			"check_timeout", duration(c.DNS.CheckTimeout),
 			"cache_size", integer(c.DNS.CacheSize),
+			"cache_bytes", str(formatSize(c.DNS.CacheBytes)),
 		),
 		"policy", mapNode(false,
 			"mailfrom", policyNode(c.Policy.MailFrom),

@@ -3,6 +3,7 @@ package spf
 import (
 	"context"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,12 @@ type Checker struct {
 	// fetched ahead). The result, trace and counted lookups are the same
 	// either way; it is there to compare and to debug.
 	Sequential bool
+
+	// records keeps parsed records when the Resolver does not
+	// (recordKeeper); made on first use.
+	records atomic.Pointer[recordCache]
+	// expl is the Explanation last parsed.
+	expl atomic.Pointer[explanation]
 }
 
 // CheckMailFrom checks whether ip may send mail with MAIL FROM sender after

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Lookups in parallel, where RFC 7208 leaves room for them.
@@ -31,8 +32,9 @@ const maxPrefetches = 10
 type txtFuture struct {
 	name    string
 	claimed atomic.Bool
-	ready   sync.WaitGroup // done once txts and err are set
+	ready   sync.WaitGroup // done once txts, until and err are set
 	txts    []string
+	until   time.Time // as lookupTXTUntil gives it
 	err     error
 }
 
@@ -41,7 +43,7 @@ func (f *txtFuture) fetch(ctx context.Context, r Resolver) {
 	if f.claimed.Swap(true) {
 		return
 	}
-	f.txts, f.err = r.LookupTXT(ctx, f.name)
+	f.txts, f.until, f.err = lookupTXTUntil(ctx, r, f.name)
 	f.ready.Done()
 }
 
@@ -142,14 +144,15 @@ func (e *evaluation) prefetch(spec *MacroString, domain string) {
 // lookupTXT returns the TXT records at name: the answer of a lookup started
 // ahead when there is one, which is the answer the same question asked now
 // would get, or else the answer to a question asked now. A name fetched
-// ahead is asked once per check, even if it is visited again.
-func (e *evaluation) lookupTXT(name string) ([]string, error) {
+// ahead is asked once per check, even if it is visited again. until is
+// as lookupTXTUntil gives it.
+func (e *evaluation) lookupTXT(name string) (_ []string, until time.Time, _ error) {
 	if f := e.pf.future(name); f != nil {
 		f.fetch(e.ctx, e.c.Resolver)
 		f.ready.Wait()
-		return f.txts, f.err
+		return f.txts, f.until, f.err
 	}
-	return e.c.Resolver.LookupTXT(e.ctx, name)
+	return lookupTXTUntil(e.ctx, e.c.Resolver, name)
 }
 
 // expandsPTR reports whether m holds a %{p} macro.

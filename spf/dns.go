@@ -49,12 +49,21 @@ type DNSOptions struct {
 	Timeout time.Duration
 	// CacheSize bounds the number of answers kept; 0 means no cache.
 	CacheSize int
+	// CacheBytes bounds the memory the kept answers take, as the cache
+	// accounts it (an estimate of each answer's unpacked size, checked
+	// against the heap by the tests); 0 means DefaultCacheBytes. An
+	// answer over 1/64 of it is used but not kept. The parsed SPF
+	// records kept beside the answers take at most 1/8 of it more.
+	CacheBytes int64
 	// Observer, if set, is told of every query sent and every cache lookup.
 	Observer DNSObserver
 }
 
 // DefaultCacheSize is the cache size the daemon uses unless configured.
 const DefaultCacheSize = 10000
+
+// DefaultCacheBytes is the byte bound of the cache unless configured.
+const DefaultCacheBytes = 32 << 20
 
 // DNSObserver receives a DNSResolver's events, for metrics. Calls come from
 // many goroutines, and from inside lookups: they must be quick.
@@ -97,6 +106,10 @@ type DNSResolver struct {
 	// replace it to age entries without waiting.
 	now func() time.Time
 
+	// records keeps the parsed SPF records of the TXT answers, each no
+	// longer than the answer it came in; nil without a cache.
+	records *recordCache
+
 	mu      sync.Mutex
 	cache   *answerCache         // nil without a cache
 	flights map[cacheKey]*flight // queries in flight, by question
@@ -119,8 +132,13 @@ func NewDNSResolver(opts DNSOptions) (*DNSResolver, error) {
 	if opts.CacheSize < 0 {
 		return nil, fmt.Errorf("DNS cache size %d: must not be negative", opts.CacheSize)
 	}
+	if opts.CacheBytes < 0 {
+		return nil, fmt.Errorf("DNS cache bytes %d: must not be negative", opts.CacheBytes)
+	}
 	if opts.CacheSize > 0 {
-		r.cache = newAnswerCache(opts.CacheSize)
+		maxBytes := cmp.Or(opts.CacheBytes, DefaultCacheBytes)
+		r.cache = newAnswerCache(opts.CacheSize, maxBytes)
+		r.records = newRecordCache(maxBytes / recordShare)
 	}
 	servers, port := opts.Servers, "53"
 	if len(servers) == 0 {
@@ -171,9 +189,16 @@ func (r *DNSResolver) Servers() []string { return slices.Clone(r.servers) }
 
 // LookupTXT implements Resolver.
 func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
+	txts, _, err := r.lookupTXTUntil(ctx, name)
+	return txts, err
+}
+
+// lookupTXTUntil is LookupTXT, and tells until when the answer is kept:
+// a parsed record may be kept no longer.
+func (r *DNSResolver) lookupTXTUntil(ctx context.Context, name string) ([]string, time.Time, error) {
+	rrs, until, err := r.lookupUntil(ctx, name, dns.TypeTXT)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	txts := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
@@ -183,7 +208,16 @@ func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 		}
 		txts = append(txts, b.String())
 	}
-	return txts, nil
+	return txts, until, nil
+}
+
+// parseRecord is Parse, remembered beside the answer txt came in until
+// that answer leaves the cache.
+func (r *DNSResolver) parseRecord(txt string, until time.Time) (*Record, error) {
+	if r.records == nil {
+		return Parse(txt)
+	}
+	return r.records.parse(txt, until, r.now())
 }
 
 // LookupA implements Resolver.
@@ -284,11 +318,18 @@ func answerName(name string) string {
 // lookup returns the records of type qtype that answer name, after
 // following CNAMEs, or a *DNSError.
 func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	rrs, _, err := r.lookupUntil(ctx, name, qtype)
+	return rrs, err
+}
+
+// lookupUntil is lookup, and tells until when every answer it read stays
+// in the cache.
+func (r *DNSResolver) lookupUntil(ctx context.Context, name string, qtype uint16) (_ []dns.RR, until time.Time, _ error) {
 	fail := func(err error) error {
 		return &DNSError{Name: strings.TrimSuffix(name, "."), Type: dns.TypeToString[qtype], Err: err}
 	}
 	if !dnsname.Queryable(name) {
-		return nil, fail(ErrNXDomain)
+		return nil, until, fail(ErrNXDomain)
 	}
 	qname := dnsname.Escape(name)
 	key := dnsname.Key(qname)
@@ -299,9 +340,12 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 	for {
 		// resp may be shared with other lookups and the cache: it is only
 		// read here, and the records returned are only read by callers.
-		resp, err := r.sharedQuery(ctx, qname, key, qtype)
+		resp, expires, err := r.sharedQuery(ctx, qname, key, qtype)
 		if err != nil {
-			return nil, fail(err)
+			return nil, until, fail(err)
+		}
+		if until.IsZero() || expires.Before(until) {
+			until = expires
 		}
 		// Walk the chain from the name asked; records owned by names off
 		// the chain are ignored, whatever the server put there.
@@ -321,29 +365,29 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]
 				}
 			}
 			if len(rrs) > 0 {
-				return rrs, nil
+				return rrs, until, nil
 			}
 			if target == "" {
 				break
 			}
 			cnames++
 			if cnames > maxCNAMEChain {
-				return nil, fail(fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain))
+				return nil, until, fail(fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain))
 			}
 			if seen == nil {
 				seen = map[string]bool{key: true}
 			}
 			if seen[dnsname.Key(target)] {
-				return nil, fail(fmt.Errorf("CNAME loop at %s", target))
+				return nil, until, fail(fmt.Errorf("CNAME loop at %s", target))
 			}
 			seen[dnsname.Key(target)] = true
 			cur = target
 		}
 		if resp.Rcode == dns.RcodeNameError {
-			return nil, fail(ErrNXDomain)
+			return nil, until, fail(ErrNXDomain)
 		}
 		if cur == qname {
-			return nil, fail(ErrNoData)
+			return nil, until, fail(ErrNoData)
 		}
 		// The answer stops at a CNAME whose target it does not resolve
 		// (another zone, or a server that does not chase): ask for it.
@@ -430,8 +474,7 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 		// be none, or one record where there are two.
 		outcome = "bad_answer"
 		err = &ServerError{Server: server, text: "answer truncated over TCP"}
-	case len(resp.Question) != 1 || !sameName(resp.Question[0].Name, m.Question[0].Name) ||
-		resp.Question[0].Qtype != m.Question[0].Qtype || resp.Question[0].Qclass != dns.ClassINET:
+	case !sameQuestion(resp, m):
 		outcome = "bad_answer"
 		err = &ServerError{Server: server, text: "answer is for another question"}
 	default:
@@ -444,6 +487,12 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 		return nil, err
 	}
 	return resp, nil
+}
+
+// sameQuestion reports whether resp answers the one question of query.
+func sameQuestion(resp, query *dns.Msg) bool {
+	return len(resp.Question) == 1 && sameName(resp.Question[0].Name, query.Question[0].Name) &&
+		resp.Question[0].Qtype == query.Question[0].Qtype && resp.Question[0].Qclass == dns.ClassINET
 }
 
 // rcodeOutcome names an answer's rcode as DNSObserver.DNSQuery does.
@@ -499,7 +548,9 @@ const udpSends = 3
 // a read that only a deadline interrupts. Over UDP the same query is sent
 // again, on the same socket, when a third of the timeout passes without
 // the answer: a lost datagram costs that much rather than the whole
-// timeout, and an answer to any of the sends will do.
+// timeout, and an answer to any of the sends will do. A datagram that is
+// not that answer (it does not unpack, or its ID or question is another)
+// is passed over, and the wait goes on until the deadline.
 func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
 	start := time.Now()
 	deadline := start.Add(r.timeout)
@@ -579,6 +630,13 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 			// A truncated answer may be cut mid-record; TCP will tell.
 			return resp, nil
 		}
+		if err != nil && network == "udp" && errors.As(err, new(*dns.Error)) {
+			// A datagram that does not unpack (or is too short to hold a
+			// header) proves nothing: anyone who can reach our port can
+			// send one. Stub resolvers pass it over and keep waiting for
+			// the server's answer until the deadline.
+			continue
+		}
 		if err != nil {
 			var ne net.Error
 			if readUntil.Before(deadline) && ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
@@ -597,6 +655,12 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 				continue
 			}
 			return nil, errWrongID
+		}
+		if network == "udp" && !resp.Truncated && !sameQuestion(resp, m) {
+			// Right ID, wrong question: a forgery or a confused
+			// middlebox, not an answer; ours may still come. Over TCP
+			// ask reports it, as the stream carries nothing else.
+			continue
 		}
 		return resp, nil
 	}

@@ -29,54 +29,124 @@ type cacheEntry struct {
 	key     cacheKey
 	msg     *dns.Msg
 	expires time.Time
+	bytes   int64 // msgBytes of msg and the entry
 }
 
 // answerCache keeps whole server answers (NOERROR and NXDOMAIN messages)
 // by question, so that the CNAME chase in lookup works the same on a kept
-// answer as on a fresh one. It holds at most size entries and evicts the
-// least recently used. Its methods are called with DNSResolver.mu held.
+// answer as on a fresh one. It holds at most size entries and maxBytes of
+// them as msgBytes accounts them, and evicts the least recently used while
+// either bound is passed. An answer over maxBytes/entryShare is not kept
+// at all: one zone owner answering with thousands of records must not
+// push everyone else's answers out. Its methods are called with
+// DNSResolver.mu held.
 type answerCache struct {
-	size    int
-	lru     *list.List // of *cacheEntry, most recently used first
-	entries map[cacheKey]*list.Element
+	size     int
+	maxBytes int64
+	bytes    int64      // accounted size of the entries held
+	lru      *list.List // of *cacheEntry, most recently used first
+	entries  map[cacheKey]*list.Element
 }
 
-func newAnswerCache(size int) *answerCache {
-	return &answerCache{size: size, lru: list.New(), entries: make(map[cacheKey]*list.Element)}
+// entryShare is the part of the byte bound one answer may take at most:
+// 512 KiB of the default 32 MiB, some 3,000 address records, far more
+// than any real SPF setup publishes at one name.
+const entryShare = 64
+
+func newAnswerCache(size int, maxBytes int64) *answerCache {
+	return &answerCache{size: size, maxBytes: maxBytes, lru: list.New(), entries: make(map[cacheKey]*list.Element)}
 }
 
-// get returns the answer kept for k if it has not expired at now. An
-// expired entry is dropped: it can never be served again.
-func (c *answerCache) get(k cacheKey, now time.Time) (*dns.Msg, bool) {
+// Estimates of the heap an answer kept by the cache takes, as msgBytes
+// sums them. They were measured with the heap profile of a test that
+// unpacks and keeps many copies of answers of each type (1 to 3,700
+// records of A, AAAA, MX, TXT) and rounded up; TestDNSCacheBytesCoverHeap
+// checks that they still do not fall below what the heap shows.
+const (
+	// entryOverhead covers the dns.Msg, its question, the cacheEntry, its
+	// list element and map slot, beside the key's name.
+	entryOverhead = 512
+	// rrOverhead covers one record's struct, its header and its slot in
+	// the answer slice, beside the owner name and the data counted apart.
+	rrOverhead = 128
+	// stringOverhead covers a string or slice header and the rounding of
+	// its bytes up to an allocation class.
+	stringOverhead = 24
+)
+
+// msgBytes estimates the heap that keeping msg under a key of name takes.
+func msgBytes(name string, msg *dns.Msg) int64 {
+	n := int64(entryOverhead + len(name))
+	for _, q := range msg.Question {
+		n += int64(len(q.Name))
+	}
+	for _, rr := range msg.Answer {
+		n += rrOverhead + int64(len(rr.Header().Name))
+		switch rr := rr.(type) {
+		case *dns.A, *dns.AAAA:
+			n += stringOverhead + 16
+		case *dns.TXT:
+			for _, t := range rr.Txt {
+				n += stringOverhead + int64(len(t))
+			}
+		case *dns.MX:
+			n += int64(len(rr.Mx))
+		case *dns.PTR:
+			n += int64(len(rr.Ptr))
+		case *dns.CNAME:
+			n += int64(len(rr.Target))
+		default:
+			// A type lookup never reads, kept all the same: its wire
+			// length twice over is more than its unpacked form.
+			n += 2 * int64(dns.Len(rr))
+		}
+	}
+	return n
+}
+
+// get returns the answer kept for k, and when it expires, if it has not
+// expired at now. An expired entry is dropped: it can never be served
+// again.
+func (c *answerCache) get(k cacheKey, now time.Time) (*dns.Msg, time.Time, bool) {
 	el, ok := c.entries[k]
 	if !ok {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.expires) {
-		c.lru.Remove(el)
-		delete(c.entries, k)
-		return nil, false
+		c.remove(el)
+		return nil, time.Time{}, false
 	}
 	c.lru.MoveToFront(el)
-	return e.msg, true
+	return e.msg, e.expires, true
 }
 
 // put keeps msg for k until expires, evicting the least recently used
-// entries beyond the size.
-func (c *answerCache) put(k cacheKey, msg *dns.Msg, expires time.Time) {
+// entries beyond the bounds. It reports whether msg is kept: an answer
+// too large for the cache is not, and leaves what the cache holds as it
+// was.
+func (c *answerCache) put(k cacheKey, msg *dns.Msg, expires time.Time) bool {
+	size := msgBytes(k.name, msg)
+	if size > c.maxBytes/entryShare {
+		return false
+	}
 	if el, ok := c.entries[k]; ok {
-		e := el.Value.(*cacheEntry)
-		e.msg, e.expires = msg, expires
-		c.lru.MoveToFront(el)
-		return
+		c.remove(el)
 	}
-	c.entries[k] = c.lru.PushFront(&cacheEntry{key: k, msg: msg, expires: expires})
-	for c.lru.Len() > c.size {
-		el := c.lru.Back()
-		c.lru.Remove(el)
-		delete(c.entries, el.Value.(*cacheEntry).key)
+	c.entries[k] = c.lru.PushFront(&cacheEntry{key: k, msg: msg, expires: expires, bytes: size})
+	c.bytes += size
+	for c.lru.Len() > c.size || c.bytes > c.maxBytes {
+		c.remove(c.lru.Back())
 	}
+	return true
+}
+
+// remove drops the entry at el.
+func (c *answerCache) remove(el *list.Element) {
+	e := el.Value.(*cacheEntry)
+	c.lru.Remove(el)
+	delete(c.entries, e.key)
+	c.bytes -= e.bytes
 }
 
 // cacheTTL returns how long msg may be kept; 0 means not at all.
@@ -120,9 +190,12 @@ func cacheable(msg *dns.Msg) *dns.Msg {
 // flight is a query in flight, which callers asking the same question at
 // the same time wait for instead of sending their own.
 type flight struct {
-	done chan struct{} // closed when msg and err are set
+	done chan struct{} // closed when msg, expires and err are set
 	msg  *dns.Msg
 	err  error
+	// expires is when the answer stops being kept; not after the time
+	// the query ended when it is not kept at all.
+	expires time.Time
 	// leaderCtxDone is set when the query failed while the context of
 	// the caller that ran it was done: the failure may be that caller's
 	// alone, and a waiter whose context is alive must ask again.
@@ -138,16 +211,16 @@ type flight struct {
 // context, whichever ends first. A result that only says the first
 // caller's context ended is not taken: the waiter asks again, running the
 // query itself unless another waiter already does.
-func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype uint16) (*dns.Msg, error) {
+func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype uint16) (*dns.Msg, time.Time, error) {
 	k := cacheKey{key, qtype}
 	for {
 		r.mu.Lock()
 		if r.cache != nil {
-			msg, hit := r.cache.get(k, r.now())
+			msg, expires, hit := r.cache.get(k, r.now())
 			if hit {
 				r.mu.Unlock()
 				r.observeCache(qtype, true)
-				return msg, nil
+				return msg, expires, nil
 			}
 		}
 		if f := r.flights[k]; f != nil {
@@ -157,12 +230,12 @@ func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype 
 			select {
 			case <-f.done:
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, time.Time{}, ctx.Err()
 			}
 			if f.leaderCtxDone && ctx.Err() == nil {
 				continue
 			}
-			return f.msg, f.err
+			return f.msg, f.expires, f.err
 		}
 		f := &flight{done: make(chan struct{})}
 		r.flights[k] = f
@@ -174,8 +247,9 @@ func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype 
 
 // lead runs the query of flight f and hands its result to the cache and
 // to the callers waiting. The flight ends even if query panics, so that
-// no waiter is left behind.
-func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname string, qtype uint16) (msg *dns.Msg, err error) {
+// no waiter is left behind. expires is when the answer leaves the cache;
+// the time it came when it was not kept.
+func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname string, qtype uint16) (msg *dns.Msg, expires time.Time, err error) {
 	defer func() {
 		f.msg, f.err = msg, err
 		if msg == nil && err == nil {
@@ -183,18 +257,25 @@ func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname str
 		}
 		f.leaderCtxDone = f.err != nil && contextDone(ctx)
 		r.mu.Lock()
+		now := r.now()
+		expires = now
 		if f.err == nil && r.cache != nil {
 			if ttl := cacheTTL(msg); ttl > 0 {
-				r.cache.put(k, cacheable(msg), r.now().Add(ttl))
+				kept := cacheable(msg)
+				if r.cache.put(k, kept, now.Add(ttl)) {
+					msg, expires = kept, now.Add(ttl)
+				}
 			}
 		}
+		f.msg, f.expires = msg, expires
 		// The answer is in the cache before the flight ends: a caller
 		// coming now finds one or the other, and never asks again.
 		delete(r.flights, k)
 		r.mu.Unlock()
 		close(f.done)
 	}()
-	return r.query(ctx, qname, qtype)
+	msg, err = r.query(ctx, qname, qtype)
+	return msg, time.Time{}, err
 }
 
 // errQueryAborted is what callers waiting for a query get when the query
@@ -226,6 +307,17 @@ func (r *DNSResolver) CacheLen() int {
 		return 0
 	}
 	return r.cache.lru.Len()
+}
+
+// CacheBytes returns the accounted size of the answers the cache holds
+// now, as the byte bound counts it; 0 without a cache.
+func (r *DNSResolver) CacheBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache == nil {
+		return 0
+	}
+	return r.cache.bytes
 }
 
 // holdsTXT reports whether the cache holds an unexpired answer to the TXT

@@ -211,7 +211,7 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 // fetchRecord looks up and parses the SPF record of domain (RFC 7208 §4.4,
 // §4.5). When ok is false, v is the result the check ends with.
 func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt string, v verdict, ok bool) {
-	txts, err := e.lookupTXT(domain)
+	txts, until, err := e.lookupTXT(domain)
 	if err != nil && !IsNotFound(err) {
 		a := e.temperror(err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: TempError, Detail: a.problem})
@@ -235,7 +235,7 @@ func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt str
 		return nil, "", verdict{result: PermError, domain: domain, problem: problem}, false
 	}
 	txt = records[0]
-	rec, err = parseCached(txt)
+	rec, err = e.c.parseRecord(txt, until)
 	if err != nil {
 		problem := fmt.Sprintf("SPF record of %s: %v", domain, err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: PermError, Detail: problem})
@@ -615,7 +615,7 @@ func (e *evaluation) explain(v verdict) string {
 	if def == "" {
 		def = DefaultExplanation
 	}
-	ms, err := defaultExplanation(def)
+	ms, err := e.c.defaultExplanation(def)
 	if err != nil {
 		return def
 	}

@@ -187,9 +187,38 @@ var faultCases = []faultCase{
 		want:  spf.TempError, problem: "network error", min: 2, max: 2,
 	},
 	{
+		// Anyone who can reach the resolver's port can send a datagram
+		// that does not unpack: it is passed over like one with a wrong
+		// ID, and the query times out, sent again meanwhile.
 		name: "garbage over UDP", domain: "ok.test",
-		setup: behave(dnstest.Behaviour{UDP: dnstest.Garbage}),
-		want:  spf.TempError, problem: "malformed answer", min: 1, max: 1,
+		setup:        behave(dnstest.Behaviour{UDP: dnstest.Garbage}),
+		queryTimeout: shortQuery, ends: shortQuery, want: spf.TempError, problem: "timeout",
+		min: 1, max: 3,
+	},
+	{
+		// Junk first does not make the check temperror: the answer that
+		// follows is taken, as a stub resolver would, and the query is
+		// not sent again.
+		name: "junk then the answer over UDP", domain: "ok.test",
+		setup: behave(dnstest.Behaviour{UDP: dnstest.JunkThenAnswer}),
+		want:  spf.Pass, min: 1, max: 1,
+	},
+	{
+		name: "garbage with the query's ID then the answer", domain: "ok.test",
+		setup: behave(dnstest.Behaviour{UDP: dnstest.GarbageThenAnswer}),
+		want:  spf.Pass, min: 1, max: 1,
+	},
+	{
+		name: "answer for another question then the answer", domain: "ok.test",
+		setup: behave(dnstest.Behaviour{UDP: dnstest.WrongQuestionThenAnswer}),
+		want:  spf.Pass, min: 1, max: 1,
+	},
+	{
+		// Every lookup of the check meets junk first: the record, the MX
+		// and the A of all five hosts, each read once. None matches.
+		name: "junk then the answer, every lookup", domain: "mx.test",
+		setup: behave(dnstest.Behaviour{UDP: dnstest.JunkThenAnswer}),
+		want:  spf.Fail, min: 7, max: 7,
 	},
 	{
 		name: "garbage over TCP", domain: "ok.test",
@@ -210,9 +239,18 @@ var faultCases = []faultCase{
 		want:  spf.TempError, problem: "answer for another query", min: 2, max: 2,
 	},
 	{
-		name: "wrong question", domain: "ok.test",
-		setup: behave(dnstest.Behaviour{UDP: dnstest.WrongQuestion}),
-		want:  spf.TempError, problem: "another question", min: 1, max: 1,
+		// An answer for another name is no answer to ours over UDP:
+		// passed over, and the query times out.
+		name: "wrong question over UDP", domain: "ok.test",
+		setup:        behave(dnstest.Behaviour{UDP: dnstest.WrongQuestion}),
+		queryTimeout: shortQuery, ends: shortQuery, want: spf.TempError, problem: "timeout",
+		min: 1, max: 3,
+	},
+	{
+		// Over TCP the stream carries nothing else: the server is wrong.
+		name: "wrong question over TCP", domain: "ok.test",
+		setup: behave(dnstest.Behaviour{UDP: dnstest.Truncated, TCP: dnstest.WrongQuestion}),
+		want:  spf.TempError, problem: "another question", min: 2, max: 2,
 	},
 	{
 		// The resolver's UDP socket is connected: the kernel drops
@@ -390,12 +428,12 @@ var faultCases = []faultCase{
 		queryTimeout: 600 * time.Millisecond, ends: 600 * time.Millisecond, want: spf.Pass, min: 1, max: 3, maxSecond: 1,
 	},
 	{
-		name: "garbage, second server takes over", domain: "mx.test", takeover: true,
-		setup: behave(dnstest.Behaviour{UDP: dnstest.Garbage}),
+		name: "garbage over TCP, second server takes over", domain: "mx.test", takeover: true,
+		setup: behave(dnstest.Behaviour{UDP: dnstest.Truncated, TCP: dnstest.Garbage}),
 		// The record, the MX and the A of all five hosts: seven lookups,
-		// each failing once at the first server and answered by the
-		// second. None of the hosts matches.
-		want: spf.Fail, min: 7, max: 7, maxSecond: 7,
+		// each failing once at the first server (over UDP, then TCP) and
+		// answered by the second. None of the hosts matches.
+		want: spf.Fail, min: 14, max: 14, maxSecond: 7,
 	},
 }
 
@@ -563,8 +601,9 @@ func TestDNSResolverBrokenAnswers(t *testing.T) {
 			"answer truncated over TCP", map[string]int{"TXT noerror": 1, "TXT bad_answer": 1}},
 		{"TC over UDP and TCP", "ok.test", dnstest.Behaviour{UDP: dnstest.Truncated, TCP: dnstest.Truncated}, false,
 			"answer truncated over TCP", map[string]int{"TXT noerror": 1, "TXT bad_answer": 1}},
+		// Passed over, not taken for the answer: the query times out.
 		{"garbage over UDP", "ok.test", dnstest.Behaviour{UDP: dnstest.Garbage}, false,
-			"malformed answer", map[string]int{"TXT bad_answer": 1}},
+			"no answer (timeout)", map[string]int{"TXT timeout": 1}},
 		{"garbage over TCP", "ok.test", dnstest.Behaviour{UDP: dnstest.Truncated, TCP: dnstest.Garbage}, false,
 			"malformed answer", map[string]int{"TXT noerror": 1, "TXT bad_answer": 1}},
 		{"length prefix wraps", "huge.test", dnstest.Behaviour{TCP: dnstest.LengthWrap}, false,

@@ -10,7 +10,9 @@ import (
 // rateLimiter gives each client a token bucket of burst tokens refilled at
 // perMinute a minute. It remembers at most max clients: past that the one
 // seen least recently is forgotten, so that an attacker with many addresses
-// can cost memory only up to that bound. A forgotten client comes back with
+// can cost memory only up to that bound. Every client takes the same few
+// hundred bytes (a bucket, its list element and map slot), so the bound
+// in clients is one in bytes: about 2 MB for DefaultClients. A forgotten client comes back with
 // a full bucket, which is no more than a new address would get.
 type rateLimiter struct {
 	perMinute float64
@@ -100,13 +102,17 @@ func clientKey(remoteAddr string) netip.Prefix {
 	return p
 }
 
-// answerCache keeps rendered answers for ttl, at most max of them; the one
-// used least recently goes first.
+// answerCache keeps rendered answers for ttl, at most max of them and
+// maxBytes of them as answerBytes counts them; the one used least
+// recently goes first. A page is as large as the records it quotes, which
+// their owners choose: one over maxBytes/pageShare is served but not kept.
 type answerCache struct {
-	ttl time.Duration
-	max int
+	ttl      time.Duration
+	max      int
+	maxBytes int64
 
 	mu      sync.Mutex
+	bytes   int64
 	entries map[string]*list.Element // of *answer
 	order   *list.List               // most recently used first
 }
@@ -118,8 +124,21 @@ type answer struct {
 	expires time.Time
 }
 
-func newAnswerCache(ttl time.Duration, max int) *answerCache {
-	return &answerCache{ttl: ttl, max: max, entries: make(map[string]*list.Element), order: list.New()}
+// pageShare is the part of the byte bound one page may take at most.
+const pageShare = 64
+
+// answerOverhead covers an answer's struct, list element and map slot
+// beside its key and page.
+const answerOverhead = 256
+
+// answerBytes is what keeping a counts against the byte bound: its page's
+// capacity, which is what the heap holds, not only its length.
+func answerBytes(a *answer) int64 {
+	return answerOverhead + int64(len(a.key)+cap(a.page))
+}
+
+func newAnswerCache(ttl time.Duration, max int, maxBytes int64) *answerCache {
+	return &answerCache{ttl: ttl, max: max, maxBytes: maxBytes, entries: make(map[string]*list.Element), order: list.New()}
 }
 
 // get returns the answer for key if it has not expired.
@@ -135,8 +154,7 @@ func (c *answerCache) get(key string, now time.Time) (*answer, bool) {
 	}
 	a := el.Value.(*answer)
 	if !now.Before(a.expires) {
-		c.order.Remove(el)
-		delete(c.entries, key)
+		c.remove(el)
 		return nil, false
 	}
 	c.order.MoveToFront(el)
@@ -146,23 +164,29 @@ func (c *answerCache) get(key string, now time.Time) (*answer, bool) {
 // put stores page under key and returns the stored answer.
 func (c *answerCache) put(key string, page []byte, now time.Time) *answer {
 	a := &answer{key: key, page: page, expires: now.Add(c.ttl)}
-	if c.ttl <= 0 {
+	size := answerBytes(a)
+	if c.ttl <= 0 || size > c.maxBytes/pageShare {
 		return a
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
-		el.Value = a
-		c.order.MoveToFront(el)
-		return a
+		c.remove(el)
 	}
 	c.entries[key] = c.order.PushFront(a)
-	for c.order.Len() > c.max {
-		old := c.order.Back()
-		c.order.Remove(old)
-		delete(c.entries, old.Value.(*answer).key)
+	c.bytes += size
+	for c.order.Len() > c.max || c.bytes > c.maxBytes {
+		c.remove(c.order.Back())
 	}
 	return a
+}
+
+// remove drops the answer at el; c.mu is held.
+func (c *answerCache) remove(el *list.Element) {
+	a := el.Value.(*answer)
+	c.order.Remove(el)
+	delete(c.entries, a.key)
+	c.bytes -= answerBytes(a)
 }
 
 // len is the number of answers held, expired ones included.
@@ -170,4 +194,11 @@ func (c *answerCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.order.Len()
+}
+
+// size returns the bytes the answers held count for.
+func (c *answerCache) size() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
 }

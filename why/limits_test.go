@@ -1,6 +1,7 @@
 package why
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func TestRateLimiterRefill(t *testing.T) {
 // TestAnswerCacheExpiry checks that an answer is served until, not at,
 // its expiry, and that an expired one is dropped.
 func TestAnswerCacheExpiry(t *testing.T) {
-	c := newAnswerCache(time.Minute, 10)
+	c := newAnswerCache(time.Minute, 10, DefaultCacheBytes)
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	c.put("k", []byte("page"), t0)
 	if a, ok := c.get("k", t0.Add(time.Minute-time.Nanosecond)); !ok || string(a.page) != "page" {
@@ -91,5 +92,46 @@ func TestSuggestRecord(t *testing.T) {
 		if got := suggestRecord(tt.record, "ip4:192.0.2.1"); got != tt.want {
 			t.Errorf("suggestRecord(%q) = %q, want %q", tt.record, got, tt.want)
 		}
+	}
+}
+
+// TestAnswerCacheBytes checks the byte bound of the answer cache: a page
+// quotes records their owners choose, so pages can be large, and a
+// thousand of them must not take whatever their owners like.
+func TestAnswerCacheBytes(t *testing.T) {
+	const bound = 1 << 20
+	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name     string
+		pageSize int
+		pages    int
+		wantMax  int // answers held at most
+		wantLast bool
+	}{
+		// 1,000 pages of 10 KB would take 10 MB: the bound keeps ~100.
+		{"pages past the bound", 10_000, 1000, bound / 10_000, true},
+		// A page over 1/64 of the bound is served, not kept.
+		{"page over its share", bound/pageShare + 1, 10, 0, false},
+		{"pages within the bound", 1000, 100, 100, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newAnswerCache(time.Minute, 1000, bound)
+			for i := range tt.pages {
+				a := c.put(fmt.Sprint("k", i), make([]byte, tt.pageSize), t0)
+				if len(a.page) != tt.pageSize {
+					t.Fatalf("put returned a page of %d bytes, want %d", len(a.page), tt.pageSize)
+				}
+				if c.size() > bound {
+					t.Fatalf("after %d pages the cache counts %d bytes, over %d", i+1, c.size(), bound)
+				}
+			}
+			if n := c.len(); n > tt.wantMax {
+				t.Errorf("%d answers held, want at most %d", n, tt.wantMax)
+			}
+			if _, ok := c.get(fmt.Sprint("k", tt.pages-1), t0); ok != tt.wantLast {
+				t.Errorf("last page held = %v, want %v", ok, tt.wantLast)
+			}
+		})
 	}
 }

@@ -26,6 +26,7 @@ const (
 	DefaultConcurrent = 4                // live checks at once
 	DefaultCacheTTL   = 60 * time.Second // how long an answer is kept
 	DefaultCacheSize  = 1000             // answers kept
+	DefaultCacheBytes = 16 << 20         // bytes of answers kept
 	DefaultClients    = 10000            // clients the rate limiter remembers
 )
 
@@ -56,6 +57,10 @@ type Options struct {
 	CacheTTL time.Duration
 	// CacheSize bounds the answers kept; 0 means DefaultCacheSize.
 	CacheSize int
+	// CacheBytes bounds the bytes of the answers kept (their pages and
+	// keys); 0 means DefaultCacheBytes. A page over 1/64 of it is served
+	// but not kept.
+	CacheBytes int64
 	// Clients bounds the clients the rate limiter remembers; 0 means
 	// DefaultClients.
 	Clients int
@@ -112,6 +117,9 @@ func NewHandler(o Options) http.Handler {
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultCacheSize
 	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
 	if o.Clients <= 0 {
 		o.Clients = DefaultClients
 	}
@@ -128,7 +136,7 @@ func NewHandler(o Options) http.Handler {
 		checker: o.Checker,
 		decide:  o.Decide,
 		limiter: newRateLimiter(o.Rate, o.Clients),
-		cache:   newAnswerCache(o.CacheTTL, o.CacheSize),
+		cache:   newAnswerCache(o.CacheTTL, o.CacheSize, o.CacheBytes),
 		slots:   make(chan struct{}, o.Concurrent),
 		log:     o.Log,
 		now:     o.Now,

@@ -107,8 +107,9 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		resolver, err := spf.NewDNSResolver(spf.DNSOptions{
 			Servers: cfg.DNS.Servers,
 			// A dead server must leave time to ask the next one.
-			Timeout:   min(cfg.DNS.Timeout, cfg.DNS.CheckTimeout),
-			CacheSize: cfg.DNS.CacheSize,
+			Timeout:    min(cfg.DNS.Timeout, cfg.DNS.CheckTimeout),
+			CacheSize:  cfg.DNS.CacheSize,
+			CacheBytes: cfg.DNS.CacheBytes,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("dns: %w", err))

@@ -540,7 +540,7 @@ func rebuild(o serveOptions, listening *config.Config, oldDNS *resolverSetup, m 
 		rt.Log.Info("DNS settings unchanged; the resolver and its cache are kept", "cache_entries", dns.resolver.CacheLen())
 	} else {
 		rt.Log.Info("DNS settings changed; a new resolver starts with an empty cache",
-			"servers", strings.Join(dns.servers, ","), "timeout", dns.timeout.String(), "cache_size", dns.cacheSize)
+			"servers", strings.Join(dns.servers, ","), "timeout", dns.timeout.String(), "cache_size", dns.cacheSize, "cache_bytes", dns.cacheBytes)
 	}
 	if defaults {
 		rt.Log.Info("no config file; running on the built-in defaults", "path", o.configPath)
@@ -610,9 +610,10 @@ type resolverSetup struct {
 	resolver *spf.DNSResolver
 	// servers are the servers the resolver asks, from the config or from
 	// /etc/resolv.conf when the config names none.
-	servers   []string
-	timeout   time.Duration
-	cacheSize int
+	servers    []string
+	timeout    time.Duration
+	cacheSize  int
+	cacheBytes int64
 }
 
 // newResolver builds the resolver of dns, reporting every query and cache
@@ -622,16 +623,18 @@ type resolverSetup struct {
 // a reload rereads /etc/resolv.conf when the config names none.
 func newResolver(dns config.DNS, m *milter.Metrics, old *resolverSetup) (setup *resolverSetup, kept bool, err error) {
 	r, err := spf.NewDNSResolver(spf.DNSOptions{
-		Servers:   dns.Servers,
-		Timeout:   dns.Timeout,
-		CacheSize: dns.CacheSize,
-		Observer:  m,
+		Servers:    dns.Servers,
+		Timeout:    dns.Timeout,
+		CacheSize:  dns.CacheSize,
+		CacheBytes: dns.CacheBytes,
+		Observer:   m,
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("dns: %w", err)
 	}
-	setup = &resolverSetup{resolver: r, servers: r.Servers(), timeout: dns.Timeout, cacheSize: dns.CacheSize}
-	if old != nil && slices.Equal(old.servers, setup.servers) && old.timeout == setup.timeout && old.cacheSize == setup.cacheSize {
+	setup = &resolverSetup{resolver: r, servers: r.Servers(), timeout: dns.Timeout, cacheSize: dns.CacheSize, cacheBytes: dns.CacheBytes}
+	if old != nil && slices.Equal(old.servers, setup.servers) && old.timeout == setup.timeout &&
+		old.cacheSize == setup.cacheSize && old.cacheBytes == setup.cacheBytes {
 		return old, true, nil
 	}
 	return setup, false, nil

@@ -278,3 +278,41 @@ func TestMapResolver(t *testing.T) {
 		t.Errorf("%d lookups recorded, want %d", n, want)
 	}
 }
+
+// TestZoneWildcard checks that "*.PARENT" answers the names under PARENT
+// that have no records of their own, under their own name, and nothing
+// else: tests serve zones that answer every name with it.
+func TestZoneWildcard(t *testing.T) {
+	z := NewZone()
+	if err := z.Add(`*.y.example. A 192.0.2.5`, `own.y.example. TXT "mine"`, `y.example. TXT "parent"`); err != nil {
+		t.Fatal(err)
+	}
+	r := NewMapResolver(z)
+	tests := []struct {
+		name   string
+		want   []netip.Addr
+		notFnd bool // NXDOMAIN or NODATA
+	}{
+		{"random-part.y.example", []netip.Addr{netip.MustParseAddr("192.0.2.5")}, false},
+		{"Other.Y.Example", []netip.Addr{netip.MustParseAddr("192.0.2.5")}, false},
+		// A name with records of its own is not answered by the wildcard.
+		{"own.y.example", nil, true},
+		// Nor is the parent, nor a name two labels below it.
+		{"y.example", nil, true},
+		{"a.b.y.example", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := r.LookupA(context.Background(), tt.name)
+			if tt.notFnd {
+				if !spf.IsNotFound(err) {
+					t.Errorf("got %v, %v; want no records", got, err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -61,11 +61,26 @@ const (
 	// WrongAddr (UDP only) sends the right answer from 127.0.0.2, another
 	// address of the loopback network.
 	WrongAddr
+	// JunkThenAnswer (UDP only) sends three octets that are no DNS
+	// message, then, JunkGap later, the right answer: what a client sees
+	// when anyone able to reach its port races the server.
+	JunkThenAnswer
+	// GarbageThenAnswer (UDP only) sends the Garbage reply, which carries
+	// the query's ID, then, JunkGap later, the right answer.
+	GarbageThenAnswer
+	// WrongQuestionThenAnswer (UDP only) sends the WrongQuestion reply,
+	// then, JunkGap later, the right answer.
+	WrongQuestionThenAnswer
 )
+
+// JunkGap is how long the faults that send something else first wait
+// before the right answer.
+const JunkGap = 50 * time.Millisecond
 
 var faultNames = [...]string{
 	"answer", "silent", "SERVFAIL", "REFUSED", "truncated", "garbage", "wrong ID",
 	"wrong question", "close", "short length", "length wrap", "wrong port", "wrong address",
+	"junk then answer", "garbage then answer", "wrong question then answer",
 }
 
 // String names the fault, for test names and messages.
@@ -79,7 +94,9 @@ func (f Fault) String() string {
 // tcpOnly and udpOnly report whether f is meaningless over the other
 // transport: a mistake in a test, which SetBehaviour panics on.
 func (f Fault) tcpOnly() bool { return f == CloseConn || f == ShortLength || f == LengthWrap }
-func (f Fault) udpOnly() bool { return f == WrongPort || f == WrongAddr }
+func (f Fault) udpOnly() bool {
+	return f == WrongPort || f == WrongAddr || f == JunkThenAnswer || f == GarbageThenAnswer || f == WrongQuestionThenAnswer
+}
 
 // Behaviour is how a FaultyServer treats the queries it applies to: a Fault
 // over each transport, after waiting Delay.
@@ -316,6 +333,28 @@ func (s *FaultyServer) replyUDP(req *dns.Msg, f Fault, hops int, to net.Addr) {
 		return
 	case Garbage:
 		out = garbage(req)
+	case JunkThenAnswer, GarbageThenAnswer, WrongQuestionThenAnswer:
+		var first []byte
+		switch f {
+		case JunkThenAnswer:
+			first = []byte{0xde, 0xad, 0x00}
+		case GarbageThenAnswer:
+			first = garbage(req)
+		default:
+			resp := s.faultyReply(req, WrongQuestion, hops)
+			if resp == nil {
+				return
+			}
+			var err error
+			if first, err = resp.Pack(); err != nil {
+				return
+			}
+		}
+		_, _ = send.WriteTo(first, to)
+		if s.wait(JunkGap) {
+			s.replyUDP(req, Answer, hops, to)
+		}
+		return
 	default:
 		resp := s.faultyReply(req, f, hops)
 		if resp == nil {

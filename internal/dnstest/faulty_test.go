@@ -373,3 +373,67 @@ func TestFaultyServerControls(t *testing.T) {
 	}()
 	s.SetBehaviour(Behaviour{UDP: LengthWrap})
 }
+
+// TestFaultyServerSomethingThenAnswer checks the faults that race the
+// answer with something else: two datagrams, the first not the answer,
+// the second the answer, for one query read.
+func TestFaultyServerSomethingThenAnswer(t *testing.T) {
+	z := faultyZone(t)
+	tests := []struct {
+		fault Fault
+		first func(wire []byte, q *dns.Msg) bool // whether the first datagram is the expected one
+	}{
+		{JunkThenAnswer, func(wire []byte, q *dns.Msg) bool {
+			return len(wire) == 3 && new(dns.Msg).Unpack(wire) != nil
+		}},
+		{GarbageThenAnswer, func(wire []byte, q *dns.Msg) bool {
+			return new(dns.Msg).Unpack(wire) != nil && binary.BigEndian.Uint16(wire) == q.Id
+		}},
+		{WrongQuestionThenAnswer, func(wire []byte, q *dns.Msg) bool {
+			m := new(dns.Msg)
+			return m.Unpack(wire) == nil && m.Id == q.Id && m.Question[0].Name != q.Question[0].Name
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.fault.String(), func(t *testing.T) {
+			s := StartFaultyServer(t, z)
+			s.SetBehaviour(Behaviour{UDP: tt.fault})
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			q := txtQuery("small.test")
+			wire, err := q.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			to, err := net.ResolveUDPAddr("udp", s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pc.WriteTo(wire, to); err != nil {
+				t.Fatal(err)
+			}
+			// A deadline far beyond JunkGap: the bound is on what comes,
+			// not on how fast.
+			_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, dns.MaxMsgSize)
+			var got [][]byte
+			for range 2 {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					t.Fatalf("after %d datagrams: %v", len(got), err)
+				}
+				got = append(got, append([]byte(nil), buf[:n]...))
+			}
+			if !tt.first(got[0], q) {
+				t.Errorf("first datagram % x is not what %v sends first", got[0], tt.fault)
+			}
+			isAnswer(t, unpack(t, got[1]), q)
+			if qs := s.Queries(); len(qs) != 1 {
+				t.Errorf("server counted %v, want the one query", qs)
+			}
+		})
+	}
+}

@@ -29,6 +29,7 @@ type Server struct {
 	mu          sync.Mutex
 	delay       time.Duration
 	truncateUDP bool
+	compress    bool
 	queries     []Query
 }
 
@@ -105,6 +106,15 @@ func (s *Server) SetTruncateUDP(on bool) {
 	s.truncateUDP = on
 }
 
+// SetCompress makes answers use name compression, as real servers do;
+// without it an answer repeats every owner name whole, and one of a few
+// thousand records does not fit in a DNS message.
+func (s *Server) SetCompress(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.compress = on
+}
+
 // Queries returns every query received so far, in order.
 func (s *Server) Queries() []Query {
 	s.mu.Lock()
@@ -130,7 +140,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	for _, q := range req.Question {
 		s.queries = append(s.queries, Query{Name: q.Name, Type: q.Qtype, Net: network})
 	}
-	delay, truncate := s.delay, s.truncateUDP
+	delay, truncate, compress := s.delay, s.truncateUDP, s.compress
 	s.mu.Unlock()
 
 	if delay > 0 {
@@ -147,6 +157,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if !ok {
 		return
 	}
+	resp.Compress = compress
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
 		_ = w.WriteMsg(resp) // FORMERR
 		return

@@ -28,6 +28,9 @@ const maxServerCNAMEHops = 8
 // regard to ASCII letter case. A Zone is safe for concurrent use: a test
 // may change it while a Server answers from it.
 //
+// A name with no records of its own is answered with those of the
+// wildcard "*." + its parent, if the zone has one, under its own name.
+//
 // SOA records added to a zone are served like any other, and the Server
 // also puts the SOA of the closest enclosing name that has one in the
 // authority section of negative answers (NXDOMAIN and NODATA), as an
@@ -196,6 +199,9 @@ func (z *Zone) resolve(qname string, qtype uint16, maxHops int) outcome {
 			return out
 		}
 		rrs := z.rrs[k]
+		if len(rrs) == 0 && !z.timeout[k] {
+			rrs = z.wildcard(cur)
+		}
 		var cname *dns.CNAME
 		matched := false
 		for _, rr := range rrs {
@@ -241,6 +247,18 @@ func (z *Zone) resolve(qname string, qtype uint16, maxHops int) outcome {
 		out.soa = z.enclosingSOA(cur)
 		return out
 	}
+}
+
+// wildcard returns the records of "*.PARENT" for name, PARENT being name
+// without its first label: what a name that has no records of its own is
+// answered with (RFC 4592, as far as tests need it: the closest
+// enclosing wildcard only). The caller holds z.mu.
+func (z *Zone) wildcard(name string) []dns.RR {
+	off, end := dns.NextLabel(name, 0)
+	if end {
+		return nil
+	}
+	return z.rrs[dnsname.Key("*."+name[off:])]
 }
 
 // enclosingSOA returns a copy of the SOA record of the closest name at or
