@@ -531,6 +531,11 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 // headers, which can only be removed at the end of the message.
 func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
 	return s.guard("header", func() (gomilter.Response, error) {
+		// go-milter keeps every field in this map, its own, until an abort,
+		// though nothing reads it: emptied at each field it holds one.
+		if m != nil {
+			clear(m.Headers)
+		}
 		s.ensureConn(m)
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
@@ -541,8 +546,9 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 }
 
 // Headers implements gomilter.Milter.
-func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
 	return s.guard("eoh", func() (gomilter.Response, error) {
+		clear(h) // go-milter's map, as in Header
 		s.ensureConn(m)
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
@@ -622,7 +628,11 @@ func (s *session) removeForged(m *gomilter.Modifier) error {
 	if !s.rt.Config.Headers.RemoveForged {
 		return nil
 	}
-	for _, c := range s.msg.forged.changes() {
+	changes, err := s.msg.forged.changes()
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
 		if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
 			return mtaGoneError{fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
 		}
