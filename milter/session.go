@@ -100,9 +100,16 @@ func NewServer(current func() *Runtime) *gomilter.Server {
 type session struct {
 	current func() *Runtime
 	rt      *Runtime
-	conn    connState
-	msg     messageState
+	// link is the connection the session serves, when a Daemon serves it
+	// (sessionBinder); nil otherwise, and the checks then run until their
+	// own timeout.
+	link sessionConn
+	conn connState
+	msg  messageState
 }
+
+// bindSession implements sessionBinder.
+func (s *session) bindSession(c sessionConn) { s.link = c }
 
 // connState lives as long as the SMTP connection.
 type connState struct {
@@ -202,10 +209,19 @@ func (s *session) guard(stage string, f func() (gomilter.Response, error)) (resp
 // mtaGoneError is the failure to send the MTA a change to the message:
 // only the connection can fail there, so the MTA hung up or stopped
 // reading (its own timeout expired, it was restarted). That is no fault
-// of ours and is not counted as one.
-type mtaGoneError struct{ err error }
+// of ours and is not counted as one. With checking set, it is a check
+// abandoned because its connection closed (sessionConn.Context).
+type mtaGoneError struct {
+	err      error
+	checking bool
+}
 
-func (e mtaGoneError) Error() string { return "sending to the MTA: " + e.err.Error() }
+func (e mtaGoneError) Error() string {
+	if e.checking {
+		return "check abandoned: " + e.err.Error()
+	}
+	return "sending to the MTA: " + e.err.Error()
+}
 func (e mtaGoneError) Unwrap() error { return e.err }
 
 // mtaGone records a message whose MTA went away before it could be
@@ -404,7 +420,15 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 
 	start := time.Now()
+	// The checks end when the connection does: the MTA hanging up, an
+	// idle timeout, a forced shutdown.
 	ctx := context.Background()
+	if s.link != nil {
+		var stop func()
+		ctx, stop = s.link.watch(s.link.Context())
+		defer stop()
+	}
+	sessionCtx := ctx
 	if t := cfg.DNS.CheckTimeout; t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
@@ -427,6 +451,10 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	s.msg.mailFrom = checker.CheckMailFrom(ctx, s.conn.ip, s.msg.sender, s.conn.helo)
 	if s.msg.mailFrom == nil {
 		return nil, errors.New("MAIL FROM check gave no outcome")
+	}
+	if sessionCtx.Err() != nil {
+		// Nobody is left to answer, and a check cut short decides nothing.
+		return nil, mtaGoneError{err: context.Cause(sessionCtx), checking: true}
 	}
 	s.metrics().Checked(s.msg.mailFrom)
 	s.msg.decision, s.msg.decider = DecideMessage(cfg, s.msg.mailFrom, s.msg.helo)
@@ -595,7 +623,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 		if d := s.msg.decision; d.Action == config.Quarantine && !d.DryRun {
 			if err := m.Quarantine(d.Text); err != nil {
-				return nil, mtaGoneError{fmt.Errorf("quarantine: %w", err)}
+				return nil, mtaGoneError{err: fmt.Errorf("quarantine: %w", err)}
 			}
 		}
 		s.endMessage()
@@ -616,7 +644,7 @@ func (s *session) editHeaders(m *gomilter.Modifier) error {
 	// the bottom up so the message reads in HeaderFields order.
 	for i := len(fields) - 1; i >= 0; i-- {
 		if err := m.InsertHeader(0, fields[i].Name, fields[i].Value); err != nil {
-			return mtaGoneError{fmt.Errorf("insert %s: %w", fields[i].Name, err)}
+			return mtaGoneError{err: fmt.Errorf("insert %s: %w", fields[i].Name, err)}
 		}
 	}
 	return nil
@@ -634,7 +662,7 @@ func (s *session) removeForged(m *gomilter.Modifier) error {
 	}
 	for _, c := range changes {
 		if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
-			return mtaGoneError{fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
+			return mtaGoneError{err: fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
 		}
 	}
 	return nil
