@@ -483,9 +483,15 @@ type conn struct {
 	// readDeadline is the read deadline last set on the socket.
 	readDeadline time.Time
 
-	// pending holds bytes read from the socket ahead of go-milter (what
-	// the watch read), which Read hands over before reading more.
-	pending []byte
+	// pending holds bytes read from the socket ahead of go-milter (a
+	// connect packet being normalised, what the watch read), which
+	// Read hands over before reading more; aheadErr is the error that
+	// ended the read ahead, returned once pending is empty.
+	pending  []byte
+	aheadErr error
+	// connectSeen is set once a connect packet went by: only packets up to
+	// it are read ahead.
+	connectSeen bool
 
 	// ctx is the session's context (sessionConn.Context), cancelled by
 	// Close and forceClose.
@@ -518,7 +524,7 @@ func (c *conn) Context() context.Context { return c.ctx }
 // go-milter, and the watch ends there, as an MTA that sends more is not
 // gone. When bytes are already buffered, there is nothing to watch.
 func (c *conn) watch(parent context.Context) (context.Context, func()) {
-	if len(c.pending) > 0 || (c.buf != nil && c.buf.Buffered() > 0) {
+	if len(c.pending) > 0 || (c.buf != nil && c.buf.Buffered() > 0) || c.aheadErr != nil {
 		return parent, func() {}
 	}
 	// No deadline while the check runs: the check has its own.
@@ -581,11 +587,16 @@ func (c *conn) Read(p []byte) (n int, err error) {
 	}
 	if c.frame.atStart() {
 		c.packetDeadline = c.deadline()
+		if !c.connectSeen && c.aheadErr == nil {
+			c.aheadErr = c.readAhead()
+		}
 	}
 	switch {
 	case len(c.pending) > 0:
 		n = copy(p, c.pending)
 		c.pending = c.pending[n:]
+	case c.aheadErr != nil:
+		return 0, c.aheadErr
 	case c.buf != nil:
 		n, err = c.buf.Read(p)
 	default:
@@ -593,6 +604,60 @@ func (c *conn) Read(p []byte) (n int, err error) {
 	}
 	c.frame.consume(p[:n], c.packetRead)
 	return n, err
+}
+
+// maxConnectPacket bounds the connect packet read ahead to be normalised:
+// a host name and an address take a few hundred bytes. A larger one goes
+// to go-milter as it came, and an address it cannot read is refused by the
+// session.
+const maxConnectPacket = 4096
+
+// readAhead reads the start of the next packet into pending, and the
+// whole packet when it is a connect packet, whose client address it
+// rewrites so that go-milter can read it (normalizeConnect). Other
+// packets go on from the socket as they come.
+func (c *conn) readAhead() error {
+	if err := c.readPending(4); err != nil {
+		return err
+	}
+	size := binary.BigEndian.Uint32(c.pending)
+	if size == 0 || size > maxConnectPacket {
+		return nil
+	}
+	if err := c.readPending(5); err != nil {
+		return err
+	}
+	if c.pending[4] != byte(gomilter.CodeConn) {
+		return nil
+	}
+	c.connectSeen = true
+	if err := c.readPending(4 + int(size)); err != nil {
+		return err
+	}
+	normalizeConnect(c.pending[5 : 4+size])
+	return nil
+}
+
+// readPending reads into pending until it holds n bytes.
+func (c *conn) readPending(n int) error {
+	for len(c.pending) < n {
+		if cap(c.pending) < n {
+			c.pending = append(make([]byte, 0, max(n, 16)), c.pending...)
+		}
+		var k int
+		var err error
+		dst := c.pending[len(c.pending):n]
+		if c.buf != nil {
+			k, err = c.buf.Read(dst)
+		} else {
+			k, err = c.readSocket(dst)
+		}
+		c.pending = c.pending[:len(c.pending)+k]
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // packetFrame tracks where a stream of milter packets (a 4-byte

@@ -128,6 +128,9 @@ type connState struct {
 	// failed is set when the connection stage failed internally: every
 	// message then gets a tempfail.
 	failed bool
+	// addrProblem says why ip is unknown, for the log line of the
+	// messages deferred for it.
+	addrProblem string
 }
 
 // messageState lives from MAIL FROM to the end of the message or an abort.
@@ -270,6 +273,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 			s.conn.ip = a.Unmap().WithZone("")
 			s.classifyClient()
 		} else {
+			s.conn.addrProblem = fmt.Sprintf("the connect data gives no address that can be read (family %q)", family)
 			s.learnFromMacros(m)
 		}
 		return gomilter.RespContinue, nil
@@ -297,8 +301,14 @@ func (s *session) learnFromMacros(m *gomilter.Modifier) {
 	if s.conn.ip.IsValid() {
 		return
 	}
-	ip, ok := parseClientAddr(macro(m, "client_addr"))
+	raw := macro(m, "client_addr")
+	ip, ok := parseClientAddr(raw)
 	if !ok {
+		if raw != "" {
+			s.conn.addrProblem = fmt.Sprintf("{client_addr} %q is not an IP address", raw)
+		} else if s.conn.addrProblem == "" {
+			s.conn.addrProblem = "no connect data and no {client_addr} macro"
+		}
 		return
 	}
 	s.conn.ip = ip
@@ -327,21 +337,6 @@ func inPrefixes(ps []netip.Prefix, ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// parseClientAddr reads an address as MTAs write it in {client_addr}:
-// Sendmail prefixes IPv6 with "IPv6:", some add brackets.
-func parseClientAddr(s string) (netip.Addr, bool) {
-	s = strings.TrimSpace(s)
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
-		s = s[5:]
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return a.Unmap().WithZone(""), true
 }
 
 // macro returns a macro's value whether the MTA sent its name with braces
@@ -419,6 +414,10 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		return gomilter.RespContinue, nil
 	}
 
+	if !s.conn.ip.IsValid() {
+		return s.noClientAddr(), nil
+	}
+
 	start := time.Now()
 	// The checks end when the connection does: the MTA hanging up, an
 	// idle timeout, a forced shutdown.
@@ -470,6 +469,22 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	s.logDecision()
 	return replyResponse(s.msg.decision), nil
+}
+
+// noClientAddr defers a message whose client address is unknown: the MTA
+// sent none, or none that parseClientAddr reads. Checked without one, it
+// would be a permerror, which the default policy accepts, whatever the
+// sender's record says.
+func (s *session) noClientAddr() gomilter.Response {
+	s.msg.failed, s.msg.logged = true, true
+	s.metrics().Failed("mail")
+	s.logger().LogAttrs(context.Background(), slog.LevelError, "spf client address unknown, message deferred",
+		slog.String("reason", s.conn.addrProblem),
+		slog.String("queue_id", s.msg.queueID),
+		slog.String("helo", s.conn.helo),
+		slog.String("sender", senderString(s.msg.sender)),
+		slog.String("reply", internalErrorReply))
+	return tempfailResponse()
 }
 
 // severity orders actions so that the stronger of the HELO and MAIL FROM
