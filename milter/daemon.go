@@ -88,9 +88,10 @@ const holdLimit = 64 << 10
 //
 // go-milter's Server accepts connections and runs one goroutine per
 // session, but it neither bounds a session's time nor knows which sessions
-// are open: Server.Close only closes listeners. Daemon wraps the listeners
-// and connections it hands to the Server so that every session is timed
-// and tracked, which is what a graceful shutdown needs.
+// are open: Server.Close only closes listeners. Daemon accepts the
+// connections itself and wraps each one it hands to the Server so that
+// every session is timed and tracked, which is what a graceful shutdown
+// needs, and has a context that ends with its connection.
 type Daemon struct {
 	srv  *gomilter.Server
 	opts atomic.Pointer[DaemonOptions]
@@ -208,16 +209,76 @@ func (d *Daemon) Serve(ln net.Listener) error {
 	d.listeners[l] = struct{}{}
 	d.mu.Unlock()
 
-	// A copy per listener: Server.Serve appends to an unguarded slice, so
-	// two Serve calls on one Server would race. The copy shares NewMilter
-	// and the negotiated options, which is all a session uses.
-	srv := *d.srv
-	err := srv.Serve(l)
-	if d.isClosing() {
-		return gomilter.ErrServerClosed
+	defer l.Close()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if d.isClosing() {
+				return gomilter.ErrServerClosed
+			}
+			return err
+		}
+		d.serveConn(nc.(*conn))
 	}
-	return err
 }
+
+// serveConn starts go-milter's session loop on c with a copy of the
+// Server of its own, whose NewMilter hands every Milter it makes for this
+// connection (the first one, and those go-milter makes after a final
+// reply) the connection's context (sessionBinder). The Server's own
+// NewMilter is called with no way of telling which connection it is for.
+// A copy also keeps Server.Serve's unguarded append to its listener list
+// from racing.
+func (d *Daemon) serveConn(c *conn) {
+	srv := *d.srv
+	newMilter := d.srv.NewMilter
+	srv.NewMilter = func() gomilter.Milter {
+		m := newMilter()
+		if b, ok := m.(sessionBinder); ok {
+			b.bindSession(c)
+		}
+		return m
+	}
+	// Serve accepts c, starts its session on a goroutine of its own and
+	// returns at the next Accept.
+	_ = srv.Serve(&oneConn{c: c})
+}
+
+// sessionBinder is a Milter that can use the connection it serves: its
+// context, and a watch for the MTA hanging up while a check runs.
+type sessionBinder interface {
+	bindSession(sessionConn)
+}
+
+// sessionConn is what a session may ask of its connection.
+type sessionConn interface {
+	// Context is cancelled when the connection closes, whoever closes it
+	// (the MTA, a timeout, a forced Shutdown).
+	Context() context.Context
+	// watch returns a context derived from parent that is also cancelled
+	// when the MTA closes the connection while nothing is being read from
+	// it, as during a check; stop must be called once the check is over.
+	watch(parent context.Context) (ctx context.Context, stop func())
+}
+
+// oneConn is a listener that accepts one connection and then reports
+// itself closed.
+type oneConn struct {
+	c    *conn
+	done bool
+}
+
+func (o *oneConn) Accept() (net.Conn, error) {
+	if o.done {
+		return nil, net.ErrClosed
+	}
+	o.done = true
+	return o.c, nil
+}
+
+// Close does nothing: the connection belongs to its session.
+func (o *oneConn) Close() error   { return nil }
+func (o *oneConn) Addr() net.Addr { return o.c.LocalAddr() }
 
 // Open returns the number of sessions open now.
 func (d *Daemon) Open() int {
@@ -271,8 +332,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 			}
 			d.mu.Unlock()
 			for _, c := range open {
-				c.forced.Store(true)
-				c.Close()
+				c.forceClose()
 			}
 			d.log().Warn("drain time over; closed the sessions still open", "closed", len(open))
 			return errors.Join(append(errs, ctx.Err())...)
@@ -291,6 +351,7 @@ func (d *Daemon) isClosing() bool {
 func (d *Daemon) track(nc net.Conn) (*conn, bool) {
 	opts := d.opts.Load()
 	c := &conn{Conn: nc, d: d, opts: opts, accepted: time.Now()}
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	if opts.IOBuffer > 0 {
 		c.buf = bufio.NewReaderSize(socketReader{c}, opts.IOBuffer)
 	}
@@ -422,11 +483,76 @@ type conn struct {
 	// readDeadline is the read deadline last set on the socket.
 	readDeadline time.Time
 
+	// pending holds bytes read from the socket ahead of go-milter (a
+	// connect packet being normalised, what the watch read), which
+	// Read hands over before reading more; aheadErr is the error that
+	// ended the read ahead, returned once pending is empty.
+	pending  []byte
+	aheadErr error
+	// connectSeen is set once a connect packet went by: only packets up to
+	// it are read ahead.
+	connectSeen bool
+
+	// ctx is the session's context (sessionConn.Context), cancelled by
+	// Close and forceClose.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
 	// forced is set when Shutdown closes the session, so that the read
-	// error this causes is not reported as a failure.
+	// error this causes is not reported as a failure, and so that Close
+	// leaves held alone: it belongs to the session's goroutine.
 	forced    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// Errors a session's context is cancelled with (context.Cause).
+var (
+	errConnClosed    = errors.New("milter connection closed")
+	errSessionForced = errors.New("session closed by shutdown: drain time over")
+	errMTAHungUp     = errors.New("the MTA closed the connection during the check")
+)
+
+// Context implements sessionConn.
+func (c *conn) Context() context.Context { return c.ctx }
+
+// watch implements sessionConn. go-milter reads nothing while a callback
+// runs, so a hang-up would only be seen after the check: a goroutine
+// reads the socket meanwhile, as net/http does while a handler runs. The
+// end of the stream (or a reset) with nothing before it is a hang-up.
+// Bytes are an MTA that does not wait for the reply: they are kept for
+// go-milter, and the watch ends there, as an MTA that sends more is not
+// gone. When bytes are already buffered, there is nothing to watch.
+func (c *conn) watch(parent context.Context) (context.Context, func()) {
+	if len(c.pending) > 0 || (c.buf != nil && c.buf.Buffered() > 0) || c.aheadErr != nil {
+		return parent, func() {}
+	}
+	// No deadline while the check runs: the check has its own.
+	if err := c.Conn.SetReadDeadline(time.Time{}); err != nil {
+		return parent, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	var (
+		got  [512]byte
+		n    int
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		var err error
+		n, err = c.Conn.Read(got[:])
+		if n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel(errMTAHungUp)
+		}
+	}()
+	return ctx, func() {
+		// A deadline in the past ends the read at once.
+		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		c.readDeadline = time.Unix(1, 0)
+		c.pending = append(c.pending, got[:n]...)
+		cancel(nil)
+	}
 }
 
 func (c *conn) log() *slog.Logger { return c.opts.Log }
@@ -461,14 +587,77 @@ func (c *conn) Read(p []byte) (n int, err error) {
 	}
 	if c.frame.atStart() {
 		c.packetDeadline = c.deadline()
+		if !c.connectSeen && c.aheadErr == nil {
+			c.aheadErr = c.readAhead()
+		}
 	}
-	if c.buf != nil {
+	switch {
+	case len(c.pending) > 0:
+		n = copy(p, c.pending)
+		c.pending = c.pending[n:]
+	case c.aheadErr != nil:
+		return 0, c.aheadErr
+	case c.buf != nil:
 		n, err = c.buf.Read(p)
-	} else {
+	default:
 		n, err = c.readSocket(p)
 	}
 	c.frame.consume(p[:n], c.packetRead)
 	return n, err
+}
+
+// maxConnectPacket bounds the connect packet read ahead to be normalised:
+// a host name and an address take a few hundred bytes. A larger one goes
+// to go-milter as it came, and an address it cannot read is refused by the
+// session.
+const maxConnectPacket = 4096
+
+// readAhead reads the start of the next packet into pending, and the
+// whole packet when it is a connect packet, whose client address it
+// rewrites so that go-milter can read it (normalizeConnect). Other
+// packets go on from the socket as they come.
+func (c *conn) readAhead() error {
+	if err := c.readPending(4); err != nil {
+		return err
+	}
+	size := binary.BigEndian.Uint32(c.pending)
+	if size == 0 || size > maxConnectPacket {
+		return nil
+	}
+	if err := c.readPending(5); err != nil {
+		return err
+	}
+	if c.pending[4] != byte(gomilter.CodeConn) {
+		return nil
+	}
+	c.connectSeen = true
+	if err := c.readPending(4 + int(size)); err != nil {
+		return err
+	}
+	normalizeConnect(c.pending[5 : 4+size])
+	return nil
+}
+
+// readPending reads into pending until it holds n bytes.
+func (c *conn) readPending(n int) error {
+	for len(c.pending) < n {
+		if cap(c.pending) < n {
+			c.pending = append(make([]byte, 0, max(n, 16)), c.pending...)
+		}
+		var k int
+		var err error
+		dst := c.pending[len(c.pending):n]
+		if c.buf != nil {
+			k, err = c.buf.Read(dst)
+		} else {
+			k, err = c.readSocket(dst)
+		}
+		c.pending = c.pending[:len(c.pending)+k]
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // packetFrame tracks where a stream of milter packets (a 4-byte
@@ -633,7 +822,7 @@ func (c *conn) ended(err error, op string) error {
 	} else if op == "read" {
 		// mid_packet tells a slow or stuck sender from a silent one.
 		c.log().Info("session closed: idle timeout",
-			"peer", peerName(c.Conn), "op", op, "mid_packet", !c.frame.atStart(),
+			"peer", peerName(c.Conn), "op", op, "mid_packet", !c.frame.atStart() || len(c.pending) > 0,
 			"idle_timeout", c.opts.IdleTimeout.String(), "duration", age.Round(time.Millisecond).String())
 	} else {
 		c.log().Info("session closed: idle timeout",
@@ -648,21 +837,36 @@ func (c *conn) ended(err error, op string) error {
 	return err
 }
 
-// Close closes the connection once and ends its tracking. Packets still
-// held are sent first, unless Shutdown is forcing the close: then the
-// session's goroutine may still be writing them.
+// Close closes the connection once, cancels its context and ends its
+// tracking. Packets still held are sent first, unless Shutdown forced the
+// close. Only the session's goroutine calls Close (go-milter's loop, or
+// ended); Shutdown uses forceClose.
 func (c *conn) Close() error {
-	c.closeOnce.Do(func() {
-		if len(c.held) > 0 && !c.forced.Load() {
-			// Straight to the socket: a failure here has nothing left to
-			// end, and ended would call Close again.
-			_ = c.Conn.SetWriteDeadline(c.deadline())
-			_, _ = c.Conn.Write(c.held)
-			c.held = nil
-		}
-		c.closeErr = c.Conn.Close()
-		c.d.untrack(c)
-		c.log().Debug("session ended", "peer", peerName(c.Conn), "duration", time.Since(c.accepted).Round(time.Millisecond).String())
-	})
+	c.closeOnce.Do(func() { c.shut(!c.forced.Load()) })
 	return c.closeErr
+}
+
+// forceClose closes the session from another goroutine than its own, as
+// Shutdown does when the drain time is over: the check it may be running
+// is cancelled, and held, which its goroutine may be writing, is not
+// touched.
+func (c *conn) forceClose() {
+	c.forced.Store(true)
+	c.cancel(errSessionForced)
+	c.closeOnce.Do(func() { c.shut(false) })
+}
+
+// shut is Close's work, done once; flush says whether held may be sent.
+func (c *conn) shut(flush bool) {
+	c.cancel(errConnClosed)
+	if flush && len(c.held) > 0 {
+		// Straight to the socket: a failure here has nothing left to
+		// end, and ended would call Close again.
+		_ = c.Conn.SetWriteDeadline(c.deadline())
+		_, _ = c.Conn.Write(c.held)
+		c.held = nil
+	}
+	c.closeErr = c.Conn.Close()
+	c.d.untrack(c)
+	c.log().Debug("session ended", "peer", peerName(c.Conn), "duration", time.Since(c.accepted).Round(time.Millisecond).String())
 }

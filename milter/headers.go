@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
@@ -98,16 +99,34 @@ func nextBreak(s string, start int) int {
 	return len(s)
 }
 
+// maxForgedFields bounds the forged fields of each name that a message
+// may carry and have removed: one header change each at the end of the
+// message, which the MTA applies by walking the header. Each hop that
+// checks SPF adds at most one of each, and MTAs refuse mail that went
+// through 50 or 100 hops, so a message with more is a forgery or a loop.
+// It is deferred rather than passed with forged fields left in.
+const maxForgedFields = 100
+
+// errTooManyForged defers a message with more forged fields than
+// maxForgedFields.
+var errTooManyForged = fmt.Errorf("the message carries more than %d forged Received-SPF or Authentication-Results fields to remove", maxForgedFields)
+
 // forgedHeaders records, for one message, the incoming header fields that
 // claim to be ours: every Received-SPF (only the receiving MTA may write
 // one, RFC 7208 §9.1) and every Authentication-Results carrying our
 // authserv-id (RFC 8601 §5). Indices are 1-based and counted per field
 // name without regard to case, as Postfix and Sendmail count them for a
 // header change.
+//
+// Its memory is bounded whatever the fields: two counts, and at most
+// maxForgedFields indices.
 type forgedHeaders struct {
 	receivedSPF int   // Received-SPF fields seen
 	authResults int   // Authentication-Results fields seen
 	forgedAR    []int // indices of those carrying our authserv-id
+	// tooMany is set when there are more forged fields of a name than
+	// maxForgedFields.
+	tooMany bool
 }
 
 // see records one incoming field.
@@ -115,10 +134,17 @@ func (f *forgedHeaders) see(name, value, authservID string) {
 	switch {
 	case strings.EqualFold(name, headerReceivedSPF):
 		f.receivedSPF++
+		if f.receivedSPF > maxForgedFields {
+			f.tooMany = true
+		}
 	case strings.EqualFold(name, headerAuthResults):
 		f.authResults++
 		if id, ok := parseAuthservID(value); ok && authservID != "" && strings.EqualFold(id, authservID) {
-			f.forgedAR = append(f.forgedAR, f.authResults)
+			if len(f.forgedAR) == maxForgedFields {
+				f.tooMany = true
+			} else {
+				f.forgedAR = append(f.forgedAR, f.authResults)
+			}
 		}
 	}
 }
@@ -132,8 +158,12 @@ type headerChange struct {
 
 // changes returns the header changes that delete the forged fields: per
 // name from the highest index down, since a deletion renumbers the fields
-// after it (the bug behind OpenDKIM's CVE-2022-48521).
-func (f *forgedHeaders) changes() []headerChange {
+// after it (the bug behind OpenDKIM's CVE-2022-48521). With more than
+// maxForgedFields of a name it returns errTooManyForged and no change.
+func (f *forgedHeaders) changes() ([]headerChange, error) {
+	if f.tooMany {
+		return nil, errTooManyForged
+	}
 	var out []headerChange
 	for i := f.receivedSPF; i >= 1; i-- {
 		out = append(out, headerChange{headerReceivedSPF, i})
@@ -141,7 +171,7 @@ func (f *forgedHeaders) changes() []headerChange {
 	for i := len(f.forgedAR) - 1; i >= 0; i-- {
 		out = append(out, headerChange{headerAuthResults, f.forgedAR[i]})
 	}
-	return out
+	return out, nil
 }
 
 // parseAuthservID returns the authserv-id of an Authentication-Results

@@ -120,7 +120,7 @@ func TestForgedHeaderChanges(t *testing.T) {
 		{"Received-SPF", 2}, {"Received-SPF", 1},
 		{"Authentication-Results", 5}, {"Authentication-Results", 3}, {"Authentication-Results", 1},
 	}
-	if got := f.changes(); !slices.Equal(got, want) {
+	if got, err := f.changes(); err != nil || !slices.Equal(got, want) {
 		t.Errorf("changes:\n got %v\nwant %v", got, want)
 	}
 
@@ -128,8 +128,55 @@ func TestForgedHeaderChanges(t *testing.T) {
 	var g forgedHeaders
 	g.see("Authentication-Results", "; spf=pass", "")
 	g.see("Authentication-Results", "mx.example.net; spf=pass", "")
-	if got := g.changes(); len(got) != 0 {
+	if got, err := g.changes(); err != nil || len(got) != 0 {
 		t.Errorf("changes with no authserv-id: %v", got)
+	}
+}
+
+// TestForgedHeaderBound checks that the record of one message stays small
+// whatever its fields, and that a message with more forged fields than can
+// be removed is told apart: removing some would pass it with the rest.
+func TestForgedHeaderBound(t *testing.T) {
+	tests := []struct {
+		name        string
+		rs, ours    int // Received-SPF fields; Authentication-Results of ours
+		others      int // Authentication-Results of another authserv-id
+		wantTooMany bool
+	}{
+		{"none", 0, 0, 0, false},
+		{"at the bound", maxForgedFields, maxForgedFields, 0, false},
+		{"Received-SPF over the bound", maxForgedFields + 1, 0, 0, true},
+		{"ours over the bound", 0, maxForgedFields + 1, 0, true},
+		// Another server's results are left in place, however many.
+		{"many of another's", 0, 1, 100000, false},
+		{"100,000 Received-SPF", 100000, 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var f forgedHeaders
+			for range tt.others {
+				f.see("Authentication-Results", "other.example; spf=pass", ourAuthID)
+			}
+			for range tt.rs {
+				f.see("Received-SPF", "pass", ourAuthID)
+			}
+			for range tt.ours {
+				f.see("Authentication-Results", ourAuthID+"; spf=pass", ourAuthID)
+			}
+			if len(f.forgedAR) > maxForgedFields {
+				t.Errorf("%d indices kept, want at most %d", len(f.forgedAR), maxForgedFields)
+			}
+			got, err := f.changes()
+			if tt.wantTooMany {
+				if err != errTooManyForged || got != nil {
+					t.Errorf("changes() = %d changes, %v; want none, errTooManyForged", len(got), err)
+				}
+				return
+			}
+			if err != nil || len(got) != tt.rs+tt.ours {
+				t.Errorf("changes() = %d changes, %v; want %d", len(got), err, tt.rs+tt.ours)
+			}
+		})
 	}
 }
 

@@ -100,9 +100,16 @@ func NewServer(current func() *Runtime) *gomilter.Server {
 type session struct {
 	current func() *Runtime
 	rt      *Runtime
-	conn    connState
-	msg     messageState
+	// link is the connection the session serves, when a Daemon serves it
+	// (sessionBinder); nil otherwise, and the checks then run until their
+	// own timeout.
+	link sessionConn
+	conn connState
+	msg  messageState
 }
+
+// bindSession implements sessionBinder.
+func (s *session) bindSession(c sessionConn) { s.link = c }
 
 // connState lives as long as the SMTP connection.
 type connState struct {
@@ -121,6 +128,9 @@ type connState struct {
 	// failed is set when the connection stage failed internally: every
 	// message then gets a tempfail.
 	failed bool
+	// addrProblem says why ip is unknown, for the log line of the
+	// messages deferred for it.
+	addrProblem string
 }
 
 // messageState lives from MAIL FROM to the end of the message or an abort.
@@ -202,10 +212,19 @@ func (s *session) guard(stage string, f func() (gomilter.Response, error)) (resp
 // mtaGoneError is the failure to send the MTA a change to the message:
 // only the connection can fail there, so the MTA hung up or stopped
 // reading (its own timeout expired, it was restarted). That is no fault
-// of ours and is not counted as one.
-type mtaGoneError struct{ err error }
+// of ours and is not counted as one. With checking set, it is a check
+// abandoned because its connection closed (sessionConn.Context).
+type mtaGoneError struct {
+	err      error
+	checking bool
+}
 
-func (e mtaGoneError) Error() string { return "sending to the MTA: " + e.err.Error() }
+func (e mtaGoneError) Error() string {
+	if e.checking {
+		return "check abandoned: " + e.err.Error()
+	}
+	return "sending to the MTA: " + e.err.Error()
+}
 func (e mtaGoneError) Unwrap() error { return e.err }
 
 // mtaGone records a message whose MTA went away before it could be
@@ -254,6 +273,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 			s.conn.ip = a.Unmap().WithZone("")
 			s.classifyClient()
 		} else {
+			s.conn.addrProblem = fmt.Sprintf("the connect data gives no address that can be read (family %q)", family)
 			s.learnFromMacros(m)
 		}
 		return gomilter.RespContinue, nil
@@ -281,8 +301,14 @@ func (s *session) learnFromMacros(m *gomilter.Modifier) {
 	if s.conn.ip.IsValid() {
 		return
 	}
-	ip, ok := parseClientAddr(macro(m, "client_addr"))
+	raw := macro(m, "client_addr")
+	ip, ok := parseClientAddr(raw)
 	if !ok {
+		if raw != "" {
+			s.conn.addrProblem = fmt.Sprintf("{client_addr} %q is not an IP address", raw)
+		} else if s.conn.addrProblem == "" {
+			s.conn.addrProblem = "no connect data and no {client_addr} macro"
+		}
 		return
 	}
 	s.conn.ip = ip
@@ -311,21 +337,6 @@ func inPrefixes(ps []netip.Prefix, ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// parseClientAddr reads an address as MTAs write it in {client_addr}:
-// Sendmail prefixes IPv6 with "IPv6:", some add brackets.
-func parseClientAddr(s string) (netip.Addr, bool) {
-	s = strings.TrimSpace(s)
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
-	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
-		s = s[5:]
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return a.Unmap().WithZone(""), true
 }
 
 // macro returns a macro's value whether the MTA sent its name with braces
@@ -403,8 +414,20 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		return gomilter.RespContinue, nil
 	}
 
+	if !s.conn.ip.IsValid() {
+		return s.noClientAddr(), nil
+	}
+
 	start := time.Now()
+	// The checks end when the connection does: the MTA hanging up, an
+	// idle timeout, a forced shutdown.
 	ctx := context.Background()
+	if s.link != nil {
+		var stop func()
+		ctx, stop = s.link.watch(s.link.Context())
+		defer stop()
+	}
+	sessionCtx := ctx
 	if t := cfg.DNS.CheckTimeout; t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
@@ -428,6 +451,10 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	if s.msg.mailFrom == nil {
 		return nil, errors.New("MAIL FROM check gave no outcome")
 	}
+	if sessionCtx.Err() != nil {
+		// Nobody is left to answer, and a check cut short decides nothing.
+		return nil, mtaGoneError{err: context.Cause(sessionCtx), checking: true}
+	}
 	s.metrics().Checked(s.msg.mailFrom)
 	s.msg.decision, s.msg.decider = DecideMessage(cfg, s.msg.mailFrom, s.msg.helo)
 	s.msg.duration = time.Since(start)
@@ -442,6 +469,22 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	s.logDecision()
 	return replyResponse(s.msg.decision), nil
+}
+
+// noClientAddr defers a message whose client address is unknown: the MTA
+// sent none, or none that parseClientAddr reads. Checked without one, it
+// would be a permerror, which the default policy accepts, whatever the
+// sender's record says.
+func (s *session) noClientAddr() gomilter.Response {
+	s.msg.failed, s.msg.logged = true, true
+	s.metrics().Failed("mail")
+	s.logger().LogAttrs(context.Background(), slog.LevelError, "spf client address unknown, message deferred",
+		slog.String("reason", s.conn.addrProblem),
+		slog.String("queue_id", s.msg.queueID),
+		slog.String("helo", s.conn.helo),
+		slog.String("sender", senderString(s.msg.sender)),
+		slog.String("reply", internalErrorReply))
+	return tempfailResponse()
 }
 
 // severity orders actions so that the stronger of the HELO and MAIL FROM
@@ -531,6 +574,11 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 // headers, which can only be removed at the end of the message.
 func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
 	return s.guard("header", func() (gomilter.Response, error) {
+		// go-milter keeps every field in this map, its own, until an abort,
+		// though nothing reads it: emptied at each field it holds one.
+		if m != nil {
+			clear(m.Headers)
+		}
 		s.ensureConn(m)
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
@@ -541,8 +589,9 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 }
 
 // Headers implements gomilter.Milter.
-func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
 	return s.guard("eoh", func() (gomilter.Response, error) {
+		clear(h) // go-milter's map, as in Header
 		s.ensureConn(m)
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
@@ -589,7 +638,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 		if d := s.msg.decision; d.Action == config.Quarantine && !d.DryRun {
 			if err := m.Quarantine(d.Text); err != nil {
-				return nil, mtaGoneError{fmt.Errorf("quarantine: %w", err)}
+				return nil, mtaGoneError{err: fmt.Errorf("quarantine: %w", err)}
 			}
 		}
 		s.endMessage()
@@ -610,7 +659,7 @@ func (s *session) editHeaders(m *gomilter.Modifier) error {
 	// the bottom up so the message reads in HeaderFields order.
 	for i := len(fields) - 1; i >= 0; i-- {
 		if err := m.InsertHeader(0, fields[i].Name, fields[i].Value); err != nil {
-			return mtaGoneError{fmt.Errorf("insert %s: %w", fields[i].Name, err)}
+			return mtaGoneError{err: fmt.Errorf("insert %s: %w", fields[i].Name, err)}
 		}
 	}
 	return nil
@@ -622,9 +671,13 @@ func (s *session) removeForged(m *gomilter.Modifier) error {
 	if !s.rt.Config.Headers.RemoveForged {
 		return nil
 	}
-	for _, c := range s.msg.forged.changes() {
+	changes, err := s.msg.forged.changes()
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
 		if err := m.ChangeHeader(c.Index, c.Name, ""); err != nil {
-			return mtaGoneError{fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
+			return mtaGoneError{err: fmt.Errorf("delete %s #%d: %w", c.Name, c.Index, err)}
 		}
 	}
 	return nil

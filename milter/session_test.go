@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -532,25 +533,54 @@ func TestNullSender(t *testing.T) {
 }
 
 // TestClientAddress covers IPv6 clients and the ways the MTA may give the
-// address.
+// address: in the connect data, which the connection layer normalises for
+// go-milter, or in {client_addr}. Every form an MTA sends must be checked
+// as the address it names; anything unreadable is deferred, never checked
+// as a permerror, which the default policy accepts.
 func TestClientAddress(t *testing.T) {
+	const unknown = internalErrorReply
+	failReply := func(ip string) string {
+		return "550 5.7.23 SPF fail: pass.example does not designate " + ip + " as a permitted sender"
+	}
 	tests := []struct {
 		name    string
 		family  gomilter.ProtoFamily
 		addr    string
 		macro   string // {client_addr} sent with the connect data
 		want    string // MAIL FROM answer for alice@pass.example
-		wantLog string // client_ip logged
+		wantLog string // client_ip logged; "" when the message is deferred
 	}{
 		{"IPv6", gomilter.FamilyInet6, "2001:db8::25", "", "continue", "2001:db8::25"},
-		{"IPv6 not allowed", gomilter.FamilyInet6, "2001:db8::26", "", "550 5.7.23 SPF fail: pass.example does not designate 2001:db8::26 as a permitted sender", "2001:db8::26"},
+		{"IPv6 not allowed", gomilter.FamilyInet6, "2001:db8::26", "", failReply("2001:db8::26"), "2001:db8::26"},
 		{"IPv4-mapped", gomilter.FamilyInet6, "::ffff:192.0.2.1", "", "continue", "192.0.2.1"},
 		{"macro IPv6 literal", gomilter.FamilyUnknown, "", "IPv6:2001:db8::25", "continue", "2001:db8::25"},
 		{"macro IPv4", gomilter.FamilyUnknown, "", "192.0.2.1", "continue", "192.0.2.1"},
-		{"unparsable address, macro", gomilter.FamilyInet6, "fe80::1%eth0", "192.0.2.7", "550 5.7.23 SPF fail: pass.example does not designate 192.0.2.7 as a permitted sender", "192.0.2.7"},
-		// No address at all: the check is a permerror, which the default
-		// policy accepts, and the header says why.
-		{"no address", gomilter.FamilyUnknown, "", "", "continue", "unknown"},
+		{"unparsable address, macro", gomilter.FamilyInet6, "not-an-address", "192.0.2.7", failReply("192.0.2.7"), "192.0.2.7"},
+
+		// The forms MTAs write, in the connect data: each is checked as
+		// the address it names, so 192.0.2.7 and 2001:db8::1 fail.
+		{"bracketed", gomilter.FamilyInet, "[192.0.2.7]", "", failReply("192.0.2.7"), "192.0.2.7"},
+		{"bracketed, allowed", gomilter.FamilyInet, "[192.0.2.1]", "", "continue", "192.0.2.1"},
+		{"IPv6: prefix, IPv4-mapped", gomilter.FamilyInet6, "IPv6:::ffff:192.0.2.7", "", failReply("192.0.2.7"), "192.0.2.7"},
+		{"IPv6: prefix, IPv4-mapped, allowed", gomilter.FamilyInet6, "IPv6:::ffff:192.0.2.1", "", "continue", "192.0.2.1"},
+		{"IPv6: prefix", gomilter.FamilyInet6, "IPv6:2001:db8::1", "", failReply("2001:db8::1"), "2001:db8::1"},
+		{"bracketed IPv6: prefix", gomilter.FamilyInet6, "[IPv6:2001:db8::1]", "", failReply("2001:db8::1"), "2001:db8::1"},
+		{"IPv4 with a zone", gomilter.FamilyInet, "192.0.2.7%eth0", "", failReply("192.0.2.7"), "192.0.2.7"},
+		{"IPv6 with a zone", gomilter.FamilyInet6, "fe80::1%eth0", "", failReply("fe80::1"), "fe80::1"},
+		{"IPv6 with a zone, macro ignored", gomilter.FamilyInet6, "fe80::1%eth0", "192.0.2.1", failReply("fe80::1"), "fe80::1"},
+		// The same in {client_addr}.
+		{"macro bracketed", gomilter.FamilyUnknown, "", "[192.0.2.7]", failReply("192.0.2.7"), "192.0.2.7"},
+		{"macro IPv6: prefix, IPv4-mapped", gomilter.FamilyUnknown, "", "IPv6:::ffff:192.0.2.7", failReply("192.0.2.7"), "192.0.2.7"},
+		{"macro bracketed IPv6: prefix", gomilter.FamilyUnknown, "", "[IPv6:2001:db8::1]", failReply("2001:db8::1"), "2001:db8::1"},
+		{"macro IPv4 with a zone", gomilter.FamilyUnknown, "", "192.0.2.7%eth0", failReply("192.0.2.7"), "192.0.2.7"},
+		{"macro IPv6 with a zone", gomilter.FamilyUnknown, "", "fe80::1%eth0", failReply("fe80::1"), "fe80::1"},
+
+		// Nothing that can be read: deferred.
+		{"no address", gomilter.FamilyUnknown, "", "", unknown, ""},
+		{"unreadable address", gomilter.FamilyInet, "192.0.2.300", "", unknown, ""},
+		{"unreadable address and macro", gomilter.FamilyInet6, "[IPv6:zz::1]", "client.example", unknown, ""},
+		{"unreadable macro", gomilter.FamilyUnknown, "", "[192.0.2]", unknown, ""},
+		{"unix socket path", gomilter.FamilyUnix, "/var/run/smtp.sock", "", unknown, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -568,17 +598,152 @@ func TestClientAddress(t *testing.T) {
 				t.Fatalf("MAIL FROM answered %q, want %q", got, tt.want)
 			}
 			logs := h.logs.lines(t, "spf decision")
+			if tt.wantLog == "" {
+				deferred := h.logs.lines(t, "spf client address unknown, message deferred")
+				if len(logs) != 0 || len(deferred) != 1 || deferred[0]["reason"] == "" {
+					t.Errorf("decisions %v, deferrals %v; want one deferral that says why", logs, deferred)
+				} else {
+					t.Logf("reason: %v", deferred[0]["reason"])
+				}
+				return
+			}
 			if len(logs) != 1 || logs[0]["client_ip"] != tt.wantLog {
 				t.Errorf("log lines %v, want one with client_ip %s", logs, tt.wantLog)
 			}
-			if tt.want == "continue" && tt.wantLog == "unknown" {
-				got := inserted(t, o.mods)
-				if len(got) == 0 || !strings.HasPrefix(got[0].value, "permerror ") || !strings.Contains(got[0].value, `problem="no valid client IP address"`) {
-					t.Errorf("headers %q, want a permerror for the missing address", got)
-				}
+		})
+	}
+}
+
+// TestNoAddressSkipped checks the skips that need no client address: they
+// still let the message through unchecked when the address is unknown.
+func TestNoAddressSkipped(t *testing.T) {
+	cfg := testConfig()
+	cfg.SkipAuthenticated = true
+	cfg.SkipSenders = []string{"skipped.example"}
+	tests := []struct {
+		name  string
+		from  string
+		macro []string
+		want  string
+	}{
+		{"authenticated", "alice@fail.example", []string{"{auth_authen}", "alice"}, "continue"},
+		{"skip_senders", "alice@skipped.example", nil, "continue"},
+		{"neither", "alice@fail.example", nil, internalErrorReply},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, testZone(t))
+			cs := h.open()
+			h.mustContinue("connect", must(t)(cs.Conn("client.example", gomilter.FamilyUnknown, 0, "")))
+			h.mustContinue("helo", must(t)(cs.Helo("client.example")))
+			o := h.send(cs, message{from: tt.from, mailMacro: tt.macro, rcpts: []string{"bob@example.net"}})
+			if got := reply(o.mail); got != tt.want {
+				t.Fatalf("MAIL FROM answered %q, want %q", got, tt.want)
 			}
 		})
 	}
+}
+
+// TestParseClientAddr covers the address forms one by one, including
+// those an MTA would not send together.
+func TestParseClientAddr(t *testing.T) {
+	tests := []struct {
+		in, want string // want "" for unreadable
+	}{
+		{"192.0.2.1", "192.0.2.1"},
+		{" 192.0.2.1 ", "192.0.2.1"},
+		{"[192.0.2.1]", "192.0.2.1"},
+		{"::ffff:192.0.2.1", "192.0.2.1"},
+		{"IPv6:::ffff:192.0.2.1", "192.0.2.1"},
+		{"ipv6:::FFFF:C000:0201", "192.0.2.1"},
+		{"[IPv6:::ffff:192.0.2.1]", "192.0.2.1"},
+		{"2001:db8::1", "2001:db8::1"},
+		{"IPv6:2001:db8::1", "2001:db8::1"},
+		{"[IPv6:2001:db8::1]", "2001:db8::1"},
+		{"[2001:db8::1]", "2001:db8::1"},
+		{"192.0.2.1%eth0", "192.0.2.1"},
+		{"fe80::1%eth0", "fe80::1"},
+		{"[IPv6:fe80::1%25eth0]", "fe80::1"},
+		{"", ""},
+		{"[]", ""},
+		{"IPv6:", ""},
+		{"[192.0.2.1", ""},
+		{"192.0.2.1]", ""},
+		{"192.0.2.300", ""},
+		{"192.0.2", ""},
+		{"IPv6:192.0.2.1x", ""},
+		{"client.example", ""},
+		{"%eth0", ""},
+		{"unix:/var/run/smtp.sock", ""},
+	}
+	for _, tt := range tests {
+		a, ok := parseClientAddr(tt.in)
+		got := ""
+		if ok {
+			got = a.String()
+		}
+		if got != tt.want {
+			t.Errorf("parseClientAddr(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
+		}
+	}
+}
+
+// TestNormalizeConnect checks the rewriting of the connect data: the
+// address go-milter reads (up to the first NUL) is what parseClientAddr
+// reads, and the packet keeps its length.
+func TestNormalizeConnect(t *testing.T) {
+	port := []byte{0, 25}
+	tests := []struct {
+		name string
+		data []byte
+		want string // the address as go-milter reads it
+	}{
+		{"plain", join("host\x00", "4", port, "192.0.2.1\x00"), "192.0.2.1"},
+		{"bracketed", join("host\x00", "4", port, "[192.0.2.1]\x00"), "192.0.2.1"},
+		{"prefixed mapped", join("host\x00", "6", port, "IPv6:::ffff:192.0.2.1\x00"), "192.0.2.1"},
+		{"zone", join("host\x00", "6", port, "fe80::1%eth0\x00"), "fe80::1"},
+		{"no NUL at the end", join("host\x00", "4", port, "[192.0.2.1]"), "192.0.2.1"},
+		{"unknown family", join("host\x00", "U", "[192.0.2.1]\x00"), "192.0.2.1"},
+		{"unreadable left alone", join("host\x00", "4", port, "[nope]\x00"), "[nope]"},
+		{"unix path left alone", join("host\x00", "L", "/run/x\x00"), "/run/x"},
+		{"no port", join("host\x00", "4"), ""},
+		{"no family", join("host\x00"), ""},
+		{"no host NUL", join("host"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(tt.data)
+			normalizeConnect(tt.data)
+			if len(tt.data) != before {
+				t.Fatalf("length %d, want %d", len(tt.data), before)
+			}
+			got := ""
+			if i := bytes.IndexByte(tt.data, 0); i >= 0 && i+1 < len(tt.data) {
+				rest := tt.data[i+2:]
+				if f := tt.data[i+1]; f == '4' || f == '6' {
+					rest = rest[min(2, len(rest)):]
+				}
+				got, _, _ = strings.Cut(string(rest), "\x00")
+			}
+			if got != tt.want {
+				t.Errorf("address %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// join concatenates strings and byte slices.
+func join(parts ...any) []byte {
+	var b []byte
+	for _, p := range parts {
+		switch p := p.(type) {
+		case string:
+			b = append(b, p...)
+		case []byte:
+			b = append(b, p...)
+		}
+	}
+	return b
 }
 
 // TestTwoMessagesOneConnection checks that a refused first message leaves
