@@ -185,7 +185,7 @@ var schema = []setting{
 	value("authserv_id", "host name", allowedHost,
 		func(c *Config) *string { return &c.AuthservID }, "", readAuthservID, str,
 		"The authserv-id of our Authentication-Results header, which downstream filters (OpenDMARC) must trust.").
-		computed("the host name", func(c *Config) { c.AuthservID = hostname() }),
+		computed("this machine's host name", func(c *Config) { c.AuthservID = hostname() }),
 	value("receiver", "host name", allowedHost,
 		func(c *Config) *string { return &c.Receiver }, "", readReceiver, str,
 		"The receiving host named in Received-SPF and by the %{r} macro.").
