@@ -338,6 +338,9 @@ var layout = func() []entry {
 		if idx < 0 {
 			panic("config: key " + s.key + " in a section not in sections")
 		}
+		if slices.ContainsFunc(out, func(e entry) bool { return e.name == name }) {
+			panic("config: the keys of section " + name + " are not together in schema")
+		}
 		out = append(out, entry{name: name, section: &sections[idx], keys: []*setting{s}})
 	}
 	return out

@@ -234,3 +234,33 @@ func TestExampleNamesEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaShape checks what the loader, YAML() and the reference take
+// for granted of the schema.
+func TestSchemaShape(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for i := range schema {
+		s := &schema[i]
+		if seen[s.key] {
+			t.Errorf("%s is in the schema twice", s.key)
+		}
+		seen[s.key] = true
+		if strings.Count(s.key, ".") > 1 {
+			t.Errorf("%s: a section holds keys, not sections", s.key)
+		}
+		if sec := s.section(); sec != "" && seen[sec] {
+			t.Errorf("%s: section %s is also a key", s.key, sec)
+		}
+		for name, v := range map[string]string{"kind": s.kind, "allowed": s.allowed, "doc": s.doc} {
+			if v == "" || strings.Contains(v, "|") {
+				t.Errorf("%s: %s %q is empty or would break the reference's table", s.key, name, v)
+			}
+		}
+	}
+	for _, sec := range sections {
+		if !slices.ContainsFunc(layout, func(e entry) bool { return e.section != nil && e.name == sec.name }) {
+			t.Errorf("section %s has no key", sec.name)
+		}
+	}
+}
