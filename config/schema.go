@@ -207,14 +207,14 @@ var schema = []setting{
 		func(c *Config) *int64 { return &c.DNS.CacheBytes }, spf.DefaultCacheBytes, sizeIn(minCacheBytes, maxCacheBytes), sizeNode,
 		"Memory those answers may take, as the cache accounts it; past it the least recently used go."),
 
-	// A HELO temperror is not worth deferring mail for: the MAIL FROM
-	// check, which matters more, follows.
 	value("policy.mailfrom", "result: action", allowedActions,
 		func(c *Config) *map[spf.Result]Action { return &c.Policy.MailFrom }, map[spf.Result]Action{
 			spf.None: Accept, spf.Neutral: Accept, spf.Pass: Accept, spf.Fail: Reject,
 			spf.Softfail: Accept, spf.TempError: Tempfail, spf.PermError: Accept,
 		}, readPolicy, policyNode,
 		"The action for each SPF result of the MAIL FROM domain; a result left out keeps its default."),
+	// A HELO temperror is not worth deferring mail for: the MAIL FROM
+	// check, which matters more, follows.
 	value("policy.helo", "result: action", allowedActions,
 		func(c *Config) *map[spf.Result]Action { return &c.Policy.HELO }, map[spf.Result]Action{
 			spf.None: Accept, spf.Neutral: Accept, spf.Pass: Accept, spf.Fail: Reject,
