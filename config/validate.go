@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode"
@@ -310,4 +311,125 @@ func parseHTTPListen(s string) (string, string) {
 func isIPv6(s string) bool {
 	ip, err := netip.ParseAddr(s)
 	return err == nil && ip.Is6()
+}
+
+// sameHTTPListen reports whether two listen addresses would bind the same
+// port (port 0 is a new port each time).
+func sameHTTPListen(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && a == b && pa != "0" && pb != "0"
+}
+
+// checkWhyURL says what is wrong with why.url, or "". The URL goes into
+// SMTP replies, so it must be printable ASCII (a non-ASCII host in its
+// xn-- form); the page's parameters are appended as its query.
+func checkWhyURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return "spaces, control characters and non-ASCII characters are not allowed (write a non-ASCII host name in its xn-- form)"
+		}
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "not an http or https URL"
+	case u.Host == "" || u.Hostname() == "":
+		return "no host"
+	case u.User != nil:
+		return "a user name or password is not allowed"
+	case u.RawQuery != "" || u.ForceQuery:
+		return "a query is not allowed: the page's parameters are appended as the query"
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return "a fragment (#) is not allowed"
+	}
+	if _, err := netip.ParseAddr(u.Hostname()); err != nil {
+		if reason := checkHostname(u.Hostname()); reason != "" {
+			return "bad host: " + reason
+		}
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return fmt.Sprintf("port %s is out of range (1 to 65535)", p)
+		}
+	}
+	return ""
+}
+
+// sizeUnits are the units of a size, in the order formatSize tries them.
+var sizeUnits = []struct {
+	name string
+	n    int64
+}{
+	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3},
+	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"B", 1},
+}
+
+// parseSizeIn reads a size: a whole number with an optional unit (any
+// case, a space allowed before it), bytes without one, from minSize to
+// maxSize.
+func parseSizeIn(s string, minSize, maxSize int64) (int64, string) {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	digits, unit := s[:i], strings.TrimPrefix(s[i:], " ")
+	if digits == "" {
+		return 0, "not a whole number with a unit"
+	}
+	mult := int64(0)
+	if unit == "" {
+		mult = 1
+	}
+	for _, u := range sizeUnits {
+		if strings.EqualFold(unit, u.name) {
+			mult = u.n
+		}
+	}
+	if mult == 0 {
+		return 0, fmt.Sprintf("unknown unit %q", unit)
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	switch {
+	case err != nil || n > maxSize/mult:
+		return 0, "more than " + formatSize(maxSize)
+	case n*mult < minSize:
+		return 0, "less than " + formatSize(minSize)
+	}
+	return n * mult, ""
+}
+
+// formatSize writes a size in the largest unit that divides it, as
+// parseSizeIn reads it.
+func formatSize(n int64) string {
+	for _, u := range sizeUnits {
+		if n >= u.n && n%u.n == 0 {
+			return strconv.FormatInt(n/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// checkLogPath says what is wrong with a decision log path, or "".
+func checkLogPath(s string) string {
+	switch {
+	case s == "":
+		return ""
+	case strings.ContainsRune(s, 0):
+		return "a NUL byte in the path"
+	case !strings.HasPrefix(s, "/"):
+		return "the path must be absolute"
+	case strings.HasSuffix(s, "/"):
+		return "the path names a directory; name the file"
+	}
+	return ""
 }

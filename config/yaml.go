@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -17,70 +18,18 @@ import (
 // reads it back to an equal Config, so that "spf-milter validate" output
 // can be saved and edited.
 func (c *Config) YAML() []byte {
-	dnsServers := make([]*yaml.Node, len(c.DNS.Servers))
-	for i, s := range c.DNS.Servers {
-		dnsServers[i] = str(s)
-	}
-	replies := mapNode(false)
-	for _, r := range spf.Results {
-		if t, ok := c.Replies[r]; ok {
-			replies.Content = append(replies.Content, str(string(r)), str(t))
+	root := mapNode(false)
+	for _, e := range layout {
+		if e.setting != nil {
+			root.Content = append(root.Content, str(e.name), e.setting.print(c))
+			continue
 		}
+		sec := mapNode(e.section.flow)
+		for _, s := range e.keys {
+			sec.Content = append(sec.Content, str(s.name()), s.print(c))
+		}
+		root.Content = append(root.Content, str(e.name), sec)
 	}
-	root := mapNode(false,
-		"listen", str(c.Listen),
-		"socket_mode", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle,
-			Value: fmt.Sprintf("%04o", c.SocketMode.Perm())},
-		"authserv_id", str(c.AuthservID),
-		"receiver", str(c.Receiver),
-		"dns", mapNode(false,
-			"servers", seqNode(dnsServers...),
-			"timeout", duration(c.DNS.Timeout),
-			"check_timeout", duration(c.DNS.CheckTimeout),
-			"cache_size", integer(c.DNS.CacheSize),
-			"cache_bytes", str(formatSize(c.DNS.CacheBytes)),
-		),
-		"policy", mapNode(false,
-			"mailfrom", policyNode(c.Policy.MailFrom),
-			"helo", policyNode(c.Policy.HELO),
-		),
-		"trusted_networks", networksNode(c.TrustedNetworks),
-		"skip_authenticated", boolean(c.SkipAuthenticated),
-		"dry_run", boolean(c.DryRun),
-		"headers", mapNode(true,
-			"received_spf", boolean(c.Headers.ReceivedSPF),
-			"authentication_results", boolean(c.Headers.AuthenticationResults),
-			"remove_forged", boolean(c.Headers.RemoveForged),
-		),
-		"log", mapNode(true,
-			"format", str(c.Log.Format),
-			"level", str(c.Log.Level),
-		),
-		"explanation", str(c.Explanation),
-		"replies", replies,
-		"skip_senders", stringsNode(c.SkipSenders),
-		"skip_clients", networksNode(c.SkipClients),
-		"never_refuse", stringsNode(c.NeverRefuse),
-		"session", mapNode(true,
-			"idle_timeout", duration(c.Session.IdleTimeout),
-			"max_duration", duration(c.Session.MaxDuration),
-		),
-		"metrics", mapNode(true,
-			"listen", str(c.Metrics.Listen),
-		),
-		"why", mapNode(false,
-			"listen", str(c.Why.Listen),
-			"url", str(c.Why.URL),
-			"rate", integer(c.Why.Rate),
-			"concurrent", integer(c.Why.Concurrent),
-			"cache", duration(c.Why.Cache),
-		),
-		"decision_log", mapNode(true,
-			"path", str(c.DecisionLog.Path),
-			"max_size", str(formatSize(c.DecisionLog.MaxSize)),
-			"keep", integer(c.DecisionLog.Keep),
-		),
-	)
 	var b strings.Builder
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
@@ -121,6 +70,16 @@ func duration(d time.Duration) *yaml.Node {
 	return str(s)
 }
 
+// modeNode writes a permission mode in quotes, as it must be read back.
+func modeNode(m fs.FileMode) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle, Value: fmt.Sprintf("%04o", m.Perm())}
+}
+
+// sizeNode writes a size in bytes in its largest whole unit.
+func sizeNode(n int64) *yaml.Node {
+	return str(formatSize(n))
+}
+
 // mapNode builds a mapping from alternating key names and value nodes.
 func mapNode(flow bool, kv ...any) *yaml.Node {
 	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
@@ -153,6 +112,17 @@ func networksNode(ps []netip.Prefix) *yaml.Node {
 		items[i] = str(p.String())
 	}
 	return seqNode(items...)
+}
+
+// repliesNode writes the reply templates given, results in RFC order.
+func repliesNode(m map[spf.Result]string) *yaml.Node {
+	n := mapNode(false)
+	for _, r := range spf.Results {
+		if t, ok := m[r]; ok {
+			n.Content = append(n.Content, str(string(r)), str(t))
+		}
+	}
+	return n
 }
 
 // policyNode writes one identity's policy on one line, results in RFC

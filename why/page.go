@@ -17,17 +17,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
-// Defaults of Options and of the config's why section.
+// Defaults of Options. Those the config file can set are the config's
+// own defaults, so that a page built without a config behaves as one
+// built from the default config.
 const (
-	DefaultRate       = 20               // requests a minute per client
-	DefaultConcurrent = 4                // live checks at once
-	DefaultCacheTTL   = 60 * time.Second // how long an answer is kept
-	DefaultCacheSize  = 1000             // answers kept
-	DefaultCacheBytes = 16 << 20         // bytes of answers kept
-	DefaultClients    = 10000            // clients the rate limiter remembers
+	DefaultRate       = config.DefaultWhyRate       // requests a minute per client
+	DefaultConcurrent = config.DefaultWhyConcurrent // live checks at once
+	DefaultCacheTTL   = config.DefaultWhyCache      // how long an answer is kept
+	DefaultCacheSize  = 1000                        // answers kept
+	DefaultCacheBytes = 16 << 20                    // bytes of answers kept
+	DefaultClients    = 10000                       // clients the rate limiter remembers
 )
 
 // Limits on the request.
