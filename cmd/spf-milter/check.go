@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -204,7 +205,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 
 	var pol *checkPolicy
 	if cfg != nil {
-		pol = &checkPolicy{decision: milter.Decide(cfg, out), headers: milter.HeaderFields(cfg, out)}
+		m := policy.Message{ClientIP: o.ip, HELO: o.helo, Sender: out.Sender}
+		pol = &checkPolicy{decision: policy.New(cfg).Decide(m, out), headers: milter.HeaderFields(cfg, out)}
 	}
 	if o.json {
 		if err := writeCheckJSON(stdout, o, out, pol); err != nil {
@@ -234,19 +236,8 @@ func applyCheckFlags(cfg *config.Config, o *checkOptions) *config.Config {
 // checkPolicy is what a config makes of an outcome: the milter's decision
 // and the header fields it would insert.
 type checkPolicy struct {
-	decision milter.Decision
+	decision policy.Decision
 	headers  []milter.Field
-}
-
-// clientReply is the reply line as the SMTP client reads it: the milter
-// hands the MTA a copy with '%' doubled (Decision.Reply), which the MTA
-// undoes. "" when nothing is refused.
-func (p *checkPolicy) clientReply() string {
-	d := p.decision
-	if d.Code == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d %s %s", d.Code, d.Enhanced, d.Text)
 }
 
 // checkJSON is the --json output. Field names are part of the command's
@@ -311,7 +302,7 @@ func writeCheckJSON(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	if pol != nil {
 		pj = &CheckPolicyJSON{
 			Action:  string(pol.decision.Action),
-			Reply:   pol.clientReply(),
+			Reply:   pol.decision.ClientReply(),
 			DryRun:  pol.decision.DryRun,
 			Headers: []headerJSON{}, // [] rather than null
 		}
@@ -429,7 +420,7 @@ func writePolicyText(w io.Writer, pol *checkPolicy) {
 		action += " (dry run: only logged, the message is accepted)"
 	}
 	fmt.Fprintf(w, "Action: %s\n", action)
-	if r := pol.clientReply(); r != "" {
+	if r := d.ClientReply(); r != "" {
 		fmt.Fprintf(w, "Reply: %s\n", r)
 	} else {
 		fmt.Fprintln(w, "Reply: (none: the message is not refused)")
