@@ -358,7 +358,7 @@ func writeCheckText(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	}
 
 	fmt.Fprintf(w, "Result: %s\n", out.Result)
-	fmt.Fprintf(w, "  %s\n", resultSentence(out.Result, domain, ip, who, lookedUp(out)))
+	fmt.Fprintf(w, "  %s\n", describeResult(out.Result, domain, ip, who, out.LookedUp()))
 	fmt.Fprintln(w)
 
 	identity := "MAIL FROM " + printable(out.Sender)
@@ -375,12 +375,12 @@ func writeCheckText(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	switch {
 	case out.Record != "":
 		fmt.Fprintf(w, "Record:      %s has \"%s\"\n", domain, printable(out.Record))
-	case out.Result == spf.None && lookedUp(out):
+	case out.Result == spf.None && out.LookedUp():
 		fmt.Fprintf(w, "Record:      none found for %s\n", domain)
 	case out.Result == spf.TempError || out.Result == spf.PermError:
 		fmt.Fprintf(w, "Record:      none usable for %s (see Problem)\n", domain)
 	}
-	fmt.Fprintf(w, "Decision:    %s\n", decisionSentence(out, ip))
+	fmt.Fprintf(w, "Decision:    %s\n", describeDecidingTerm(out, ip))
 	if out.Explanation != "" {
 		fmt.Fprintf(w, "Explanation: %s\n", printable(out.Explanation))
 	}
@@ -437,10 +437,10 @@ func writePolicyText(w io.Writer, pol *checkPolicy) {
 	}
 }
 
-// resultSentence says what r means for ip and the identity, in words.
+// describeResult says what r means for ip and the identity, in words.
 // looked tells whether a record was looked up at all: a none result comes
 // either from a domain without a policy or from a name not worth asking.
-func resultSentence(r spf.Result, domain, ip, who string, looked bool) string {
+func describeResult(r spf.Result, domain, ip, who string, looked bool) string {
 	switch r {
 	case spf.Pass:
 		return fmt.Sprintf("%s allows %s to %s.", domain, ip, who)
@@ -464,18 +464,8 @@ func resultSentence(r spf.Result, domain, ip, who string, looked bool) string {
 	}
 }
 
-// lookedUp reports whether the evaluation fetched a policy record.
-func lookedUp(out *spf.Outcome) bool {
-	for _, s := range out.Trace {
-		if s.Kind == spf.StepRecord {
-			return true
-		}
-	}
-	return out.Record != ""
-}
-
-// decisionSentence says which term of which record gave the result.
-func decisionSentence(out *spf.Outcome, ip string) string {
+// describeDecidingTerm says which term of which record gave the result.
+func describeDecidingTerm(out *spf.Outcome, ip string) string {
 	where := printable(out.MechanismDomain)
 	if where == "" {
 		where = printable(out.Domain)
