@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
-	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
 // Record is one line of the decision log: the decision on one message,
 // with the result of each identity checked, so that a policy can be
-// applied to the same results again (milter.DecideMessage looks at the
+// applied to the same results again (Policy.DecideMessage looks at the
 // MAIL FROM and HELO outcomes together).
 type Record struct {
 	// Time is when the daemon finished with the decision, in UTC.
@@ -75,14 +75,14 @@ type Check struct {
 }
 
 // FromDecision makes the record of a session's decision.
-func FromDecision(d milter.MessageDecision) Record {
+func FromDecision(d policy.MessageDecision) Record {
 	r := Record{
 		Time:          d.Time.UTC(),
 		QueueID:       d.QueueID,
 		HELO:          d.HELO,
 		Sender:        d.Sender,
 		Authenticated: d.Authenticated,
-		Skipped:       d.Skipped,
+		Skipped:       d.Skipped.Key(),
 		MailFrom:      checkOf(d.MailFrom),
 		HELOCheck:     checkOf(d.HELOCheck),
 		Action:        d.Decision.Action,

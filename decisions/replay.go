@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
-	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -207,7 +207,7 @@ func Replay(ctx context.Context, opts ReplayOptions, inputs ...Input) (*Report, 
 		opts.MaxMalformed = DefaultMaxMalformed
 	}
 	agg := newAggregate(opts.MaxMalformed)
-	rp := &replayer{opts: opts}
+	rp := &replayer{opts: opts, policy: policy.New(opts.Config)}
 
 	jobs := make(chan Record, opts.Parallel)
 	var wg sync.WaitGroup
@@ -257,6 +257,8 @@ read:
 
 type replayer struct {
 	opts ReplayOptions
+	// policy is opts.Config's, the one the messages are decided by again.
+	policy *policy.Policy
 }
 
 // verdict is one message decided again.
@@ -277,9 +279,9 @@ type verdict struct {
 // decide applies the new config to rec as a session would: skip lists
 // first, then the policy on the MAIL FROM and HELO outcomes together.
 func (rp *replayer) decide(ctx context.Context, rec *Record) verdict {
-	cfg := rp.opts.Config
-	if reason := milter.SkipReason(cfg, rec.ip(), rec.Authenticated, rec.Sender); reason != "" {
-		return verdict{action: config.Accept, label: "skipped: " + reason}
+	msg := policy.Message{ClientIP: rec.ip(), HELO: rec.HELO, Sender: rec.Sender, Authenticated: rec.Authenticated}
+	if skip := rp.policy.Skip(msg); skip != policy.NotSkipped {
+		return verdict{action: config.Accept, label: "skipped: " + skip.Key()}
 	}
 	var v verdict
 	mailFrom, helo := rec.outcomes()
@@ -292,12 +294,12 @@ func (rp *replayer) decide(ctx context.Context, rec *Record) verdict {
 		}
 	case mailFrom == nil:
 		return verdict{undecided: "skipped (" + rec.Skipped + ") when recorded but checked under the new config; --recheck decides them"}
-	case !milter.ChecksHELO(cfg):
+	case !rp.policy.ChecksHELO():
 		helo = nil
 	case helo == nil && rec.HELO != "":
 		v.heloUnknown = true
 	}
-	d, by := milter.DecideMessage(cfg, mailFrom, helo)
+	d, by := rp.policy.DecideMessage(msg, mailFrom, helo)
 	v.action, v.label = d.Action, string(by.Result)
 	if by.Identity == spf.IdentityHELO {
 		v.label = "helo " + v.label
@@ -315,7 +317,7 @@ func (rp *replayer) check(ctx context.Context, rec *Record) (mailFrom, helo *spf
 		defer cancel()
 	}
 	ip := rec.ip()
-	if milter.ChecksHELO(cfg) && rec.HELO != "" {
+	if rp.policy.ChecksHELO() && rec.HELO != "" {
 		helo = rp.opts.Checker.CheckHELO(ctx, ip, rec.HELO)
 	}
 	return rp.opts.Checker.CheckMailFrom(ctx, ip, rec.Sender, rec.HELO), helo

@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
-	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -48,7 +48,7 @@ var recordedSpecs = []struct {
 
 // recordedDecisions are the decisions of recordedSpecs as a session under
 // the default policy hands them to the log, the domains taking turns.
-func recordedDecisions() []milter.MessageDecision {
+func recordedDecisions() []policy.MessageDecision {
 	cfg := config.Default()
 	cfg.AuthservID, cfg.Receiver = "mx.example.net", "mx.example.net"
 	left := make([]int, len(recordedSpecs))
@@ -56,7 +56,7 @@ func recordedDecisions() []milter.MessageDecision {
 		left[i] = s.n
 	}
 	base := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
-	var out []milter.MessageDecision
+	var out []policy.MessageDecision
 	for k := 0; len(out) < 100; k++ {
 		i := k % len(recordedSpecs)
 		if left[i] == 0 {
@@ -75,8 +75,8 @@ func recordedDecisions() []milter.MessageDecision {
 			Result: spf.None, Identity: spf.IdentityHELO, Domain: helo, Sender: "postmaster@" + helo,
 			IP: ip, HELO: helo,
 		}
-		d, by := milter.DecideMessage(cfg, mf, h)
-		out = append(out, milter.MessageDecision{
+		d, by := policy.New(cfg).DecideMessage(policy.Message{ClientIP: ip, HELO: helo, Sender: sender}, mf, h)
+		out = append(out, policy.MessageDecision{
 			Time: base.Add(time.Duration(n) * time.Minute), QueueID: fmt.Sprintf("4Q%04d", n),
 			ClientIP: ip, HELO: helo, Sender: sender, MailFrom: mf, HELOCheck: h,
 			Decision: d, DecidedBy: by, Duration: time.Duration(n%7+1) * time.Millisecond,

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 )
 
 // Defaults of Options.
@@ -156,7 +156,7 @@ type control struct {
 	done chan error
 }
 
-var _ milter.DecisionRecorder = (*Writer)(nil)
+var _ policy.DecisionRecorder = (*Writer)(nil)
 
 // NewWriter starts a Writer on opts. An error opening the file is
 // returned, and the Writer, running and usable, keeps trying to open it.
@@ -191,8 +191,8 @@ func NewWriter(opts Options, s Settings) (*Writer, error) {
 	return w, w.Configure(opts)
 }
 
-// RecordDecision implements milter.DecisionRecorder.
-func (w *Writer) RecordDecision(d milter.MessageDecision) {
+// RecordDecision implements policy.DecisionRecorder.
+func (w *Writer) RecordDecision(d policy.MessageDecision) {
 	w.Write(FromDecision(d))
 }
 

@@ -39,7 +39,7 @@ func HeaderFields(cfg *config.Config, outcomes ...*spf.Outcome) []Field {
 		return nil
 	}
 	slices.SortStableFunc(checked, func(a, b *spf.Outcome) int {
-		return identityRank(a.Identity) - identityRank(b.Identity)
+		return mailFromFirst(a.Identity) - mailFromFirst(b.Identity)
 	})
 	var fields []Field
 	if cfg.Headers.ReceivedSPF {
@@ -53,7 +53,9 @@ func HeaderFields(cfg *config.Config, outcomes ...*spf.Outcome) []Field {
 	return fields
 }
 
-func identityRank(id spf.Identity) int {
+// mailFromFirst ranks identities for Received-SPF: MAIL FROM before HELO,
+// for the reason HeaderFields gives.
+func mailFromFirst(id spf.Identity) int {
 	if id == spf.IdentityMailFrom {
 		return 0
 	}

@@ -181,8 +181,10 @@ func TestForgedHeaderBound(t *testing.T) {
 }
 
 func TestHeaderFields(t *testing.T) {
-	mf := outcomeFor(spf.Pass)
-	mf.Mechanism = "mx"
+	mf := &spf.Outcome{
+		Result: spf.Pass, Identity: spf.IdentityMailFrom, Domain: "example.org", Sender: "alice@example.org",
+		IP: netip.MustParseAddr("192.0.2.1"), HELO: "mx.example.org", Mechanism: "mx",
+	}
 	helo := &spf.Outcome{
 		Result: spf.Neutral, Identity: spf.IdentityHELO, Domain: "mx.example.org",
 		Sender: "postmaster@mx.example.org", IP: mf.IP, HELO: "mx.example.org", Mechanism: "?all",

@@ -102,8 +102,14 @@ func hostileZone(t *testing.T) *dnstest.Zone {
 	return z
 }
 
+// replyRE is one SMTP reply line as a milter may hand it to Postfix and
+// Sendmail: a 4xx or 5xx code, an RFC 3463 enhanced code, and printable
+// ASCII text, on one line (RFC 5321 §4.2, no continuation).
+var replyRE = regexp.MustCompile(`^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3} ([ -~]+)$`)
+
 // checkReplyLine fails unless r (as reply renders it) is one valid SMTP
-// reply line for the MTA: see checkReply.
+// reply line for the MTA, as the policy package's checkReply asks of a
+// decision's reply.
 func checkReplyLine(t testing.TB, r string) {
 	t.Helper()
 	m := replyRE.FindStringSubmatch(r)

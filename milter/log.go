@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -23,7 +24,7 @@ type decisionRecord struct {
 	Outcome *spf.Outcome
 	// HELOOutcome is the HELO check when it was made and is not Outcome.
 	HELOOutcome *spf.Outcome
-	Decision    Decision
+	Decision    policy.Decision
 	// AtRcpt reports that the refusal was moved to RCPT TO because some
 	// recipients are never refused.
 	AtRcpt   bool
@@ -67,9 +68,9 @@ func logDecision(l *slog.Logger, r decisionRecord) {
 
 // logSkip writes the info line of a client or message that is not checked
 // and why.
-func logSkip(l *slog.Logger, reason, queueID string, ip netip.Addr, helo, sender string, haveSender bool) {
+func logSkip(l *slog.Logger, reason policy.Skip, queueID string, ip netip.Addr, helo, sender string, haveSender bool) {
 	attrs := []slog.Attr{
-		slog.String("reason", reason),
+		slog.String("reason", reason.String()),
 		slog.String("queue_id", queueID),
 		slog.String("client_ip", addrString(ip)),
 		slog.String("helo", helo),

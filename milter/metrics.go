@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -302,7 +303,7 @@ func (m *Metrics) Checked(o *spf.Outcome) {
 
 // Decided counts the action applied to a checked message: in a dry run
 // nothing is refused or held, so every message counts as accepted.
-func (m *Metrics) Decided(d Decision) {
+func (m *Metrics) Decided(d policy.Decision) {
 	if m == nil {
 		return
 	}
@@ -317,15 +318,11 @@ func (m *Metrics) Decided(d Decision) {
 	c.Inc()
 }
 
-// Skipped counts a message let through unchecked, with the reason the log
-// gives; "trusted network" becomes the config key trusted_networks, as
-// the other reasons are named.
+// Skipped counts a message let through unchecked, by the reason's
+// policy.Skip.Key.
 func (m *Metrics) Skipped(reason string) {
 	if m == nil {
 		return
-	}
-	if reason == "trusted network" {
-		reason = "trusted_networks"
 	}
 	m.skipped.WithLabelValues(strings.ReplaceAll(reason, " ", "_")).Inc()
 }

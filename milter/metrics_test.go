@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -335,7 +336,7 @@ func TestMetricsUnknownLabels(t *testing.T) {
 	m.DNSCache("SRV", true)
 	m.DNSCache("SRV", false)
 	m.Checked(&spf.Outcome{Identity: "pra", Result: spf.Pass, Duration: time.Millisecond})
-	m.Decided(Decision{Action: "discard"})
+	m.Decided(policy.Decision{Action: "discard"})
 	m.Skipped("some reason")
 	m.Failed("negotiate")
 	m.ConfigReloaded(true)
@@ -367,7 +368,7 @@ func TestMetricsNil(t *testing.T) {
 	m.SetDecisionLogLost(func() map[string]uint64 { return map[string]uint64{"queue_full": 1} })
 	m.SessionStarted()
 	m.Checked(&spf.Outcome{Identity: spf.IdentityMailFrom, Result: spf.Pass})
-	m.Decided(Decision{Action: config.Reject})
+	m.Decided(policy.Decision{Action: config.Reject})
 	m.Skipped("authenticated")
 	m.Failed("mail")
 	m.ConfigReloaded(true)

@@ -14,29 +14,30 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
 // recorder keeps the decisions a session hands to the decision log.
 type recorder struct {
 	mu  sync.Mutex
-	got []MessageDecision
+	got []policy.MessageDecision
 }
 
-func (r *recorder) RecordDecision(d MessageDecision) {
+func (r *recorder) RecordDecision(d policy.MessageDecision) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, d)
 }
 
-func (r *recorder) decisions() []MessageDecision {
+func (r *recorder) decisions() []policy.MessageDecision {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.got)
 }
 
 // describe puts what the decision log needs of a decision on one line.
-func describe(d MessageDecision) string {
+func describe(d policy.MessageDecision) string {
 	check := func(o *spf.Outcome) string {
 		if o == nil {
 			return "-"
@@ -48,7 +49,7 @@ func describe(d MessageDecision) string {
 		by = string(d.DecidedBy.Identity)
 	}
 	return fmt.Sprintf("q=%s ip=%s helo=%s sender=%s auth=%v skipped=%s mailfrom=%s helo_check=%s action=%s by=%s at_rcpt=%v reply=%q",
-		d.QueueID, d.ClientIP, d.HELO, d.Sender, d.Authenticated, d.Skipped, check(d.MailFrom), check(d.HELOCheck),
+		d.QueueID, d.ClientIP, d.HELO, d.Sender, d.Authenticated, d.Skipped.Key(), check(d.MailFrom), check(d.HELOCheck),
 		d.Decision.Action, by, d.AtRcpt, d.Decision.Reply())
 }
 

@@ -12,26 +12,23 @@ import (
 	"net"
 	"net/netip"
 	"net/textproto"
-	"runtime/debug"
-	"strings"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
-
-// internalErrorReply answers any internal failure: the message is deferred,
-// so the client tries again later and nothing is lost or let through
-// unchecked.
-const internalErrorReply = "451 4.3.0 Temporary failure in the SPF filter, try again later"
 
 // Runtime is what a session works with. A session takes it once at connect
 // and keeps it for the whole connection, so that a reload never changes the
 // rules in the middle of a transaction.
 type Runtime struct {
-	Config  *config.Config
+	Config *config.Config
+	// Policy is Config's policy; nil means policy.New(Config), made by
+	// each session for itself.
+	Policy  *policy.Policy
 	Checker *spf.Checker
 	// Log receives the decisions; nil means slog.Default().
 	Log *slog.Logger
@@ -41,43 +38,7 @@ type Runtime struct {
 	Metrics *Metrics
 	// Decisions receives every message's decision for the decision log;
 	// nil records nothing.
-	Decisions DecisionRecorder
-}
-
-// DecisionRecorder receives the decision on every message a session
-// finishes, checked or skipped, for the decision log that "spf-milter
-// replay" reads. RecordDecision runs on the session's goroutine: it must
-// not block, and cannot fail the message.
-type DecisionRecorder interface {
-	RecordDecision(MessageDecision)
-}
-
-// MessageDecision is what a session knows of one message's decision:
-// enough to apply another policy to the same checks (DecideMessage,
-// SkipReason).
-type MessageDecision struct {
-	// Time is when the session finished with the decision.
-	Time     time.Time
-	QueueID  string
-	ClientIP netip.Addr
-	HELO     string
-	// Sender is the MAIL FROM address, "" for the null sender.
-	Sender string
-	// Authenticated reports that the client authenticated
-	// ({auth_authen}), whether or not that skipped the check.
-	Authenticated bool
-	// Skipped is the config key that let the message through unchecked,
-	// as SkipReason names it; "" for a checked message.
-	Skipped string
-	// MailFrom and HELOCheck are the checks made, nil when not made.
-	MailFrom, HELOCheck *spf.Outcome
-	// Decision is the decision taken and DecidedBy the outcome it came
-	// from (nil for a skipped message).
-	Decision  Decision
-	DecidedBy *spf.Outcome
-	// AtRcpt reports that the refusal was given at RCPT TO.
-	AtRcpt   bool
-	Duration time.Duration
+	Decisions policy.DecisionRecorder
 }
 
 // NewServer returns a milter server whose sessions take their Runtime from
@@ -100,6 +61,8 @@ func NewServer(current func() *Runtime) *gomilter.Server {
 type session struct {
 	current func() *Runtime
 	rt      *Runtime
+	// pol is rt's policy, taken with rt.
+	pol *policy.Policy
 	// link is the connection the session serves, when a Daemon serves it
 	// (sessionBinder); nil otherwise, and the checks then run until their
 	// own timeout.
@@ -118,8 +81,8 @@ type connState struct {
 	started  bool
 	ip       netip.Addr
 	hostname string
-	// skip says why this client is not checked at all; "" means checked.
-	skip string
+	// skip says why this client is not checked at all.
+	skip policy.Skip
 	helo string
 	// heloOutcome caches the HELO check of heloFor, so that the messages
 	// of one connection do not repeat it.
@@ -138,12 +101,12 @@ type messageState struct {
 	active  bool
 	queueID string
 	sender  string
-	// skipped is set when the message is not checked.
-	skipped  bool
+	// skip says why the message is not checked, if it is not.
+	skip     policy.Skip
 	mailFrom *spf.Outcome
 	helo     *spf.Outcome
 	// decision is the one applied; decider the outcome it came from.
-	decision Decision
+	decision policy.Decision
 	decider  *spf.Outcome
 	// atRcpt moves the refusal to RCPT TO, for recipients that are never
 	// refused.
@@ -153,8 +116,7 @@ type messageState struct {
 	failed   bool
 	forged   forgedHeaders
 
-	// skipReason and authenticated are kept for the decision log.
-	skipReason    string
+	// authenticated is kept for the decision log.
 	authenticated bool
 }
 
@@ -166,9 +128,15 @@ var _ gomilter.Milter = (*session)(nil)
 func (s *session) runtime() *Runtime {
 	if s.rt == nil {
 		s.rt = s.current()
+		s.pol = nil
 	}
 	if s.rt == nil || s.rt.Config == nil || s.rt.Checker == nil {
 		panic("milter: no usable runtime (config or checker missing)")
+	}
+	if s.pol == nil {
+		if s.pol = s.rt.Policy; s.pol == nil {
+			s.pol = policy.New(s.rt.Config)
+		}
 	}
 	return s.rt
 }
@@ -187,77 +155,6 @@ func (s *session) logger() *slog.Logger {
 		return s.rt.Log
 	}
 	return slog.Default()
-}
-
-// guard runs one callback so that a panic or an error becomes a tempfail
-// for the message instead of a dropped connection, which the MTA would
-// treat by its own default (possibly accepting the mail unchecked).
-func (s *session) guard(stage string, f func() (gomilter.Response, error)) (resp gomilter.Response, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			resp, err = s.fail(stage, v, debug.Stack()), nil
-		}
-	}()
-	resp, err = f()
-	var lost mtaGoneError
-	if errors.As(err, &lost) {
-		return s.mtaGone(stage, lost), nil
-	}
-	if err != nil {
-		return s.fail(stage, err, nil), nil
-	}
-	return resp, nil
-}
-
-// mtaGoneError is the failure to send the MTA a change to the message:
-// only the connection can fail there, so the MTA hung up or stopped
-// reading (its own timeout expired, it was restarted). That is no fault
-// of ours and is not counted as one. With checking set, it is a check
-// abandoned because its connection closed (sessionConn.Context).
-type mtaGoneError struct {
-	err      error
-	checking bool
-}
-
-func (e mtaGoneError) Error() string {
-	if e.checking {
-		return "check abandoned: " + e.err.Error()
-	}
-	return "sending to the MTA: " + e.err.Error()
-}
-func (e mtaGoneError) Unwrap() error { return e.err }
-
-// mtaGone records a message whose MTA went away before it could be
-// answered, and returns the tempfail reply, which goes nowhere but keeps
-// the rule that a failed message is never passed.
-func (s *session) mtaGone(stage string, err error) gomilter.Response {
-	s.msg.failed = true
-	s.msg.logged = true
-	s.logger().LogAttrs(context.Background(), slog.LevelWarn, "spf connection lost, message not answered",
-		slog.String("stage", stage),
-		slog.Any("error", err),
-		slog.String("queue_id", s.msg.queueID),
-		slog.String("client_ip", addrString(s.conn.ip)),
-		slog.String("sender", senderString(s.msg.sender)))
-	return tempfailResponse()
-}
-
-// fail records an internal failure and returns the tempfail reply; the rest
-// of the message (or, at connect and HELO, of the connection) is
-// tempfailed too.
-func (s *session) fail(stage string, cause any, stack []byte) gomilter.Response {
-	s.msg.failed = true
-	s.msg.logged = true
-	if stage == "connect" || stage == "helo" {
-		s.conn.failed = true
-	}
-	s.metrics().Failed(stage)
-	logFailure(s.logger(), stage, cause, s.msg.queueID, s.conn.ip, s.msg.sender, stack)
-	return tempfailResponse()
-}
-
-func tempfailResponse() gomilter.Response {
-	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), internalErrorReply)
 }
 
 // Connect implements gomilter.Milter.
@@ -318,25 +215,10 @@ func (s *session) learnFromMacros(m *gomilter.Modifier) {
 // classifyClient decides once per connection whether the client is
 // checked at all.
 func (s *session) classifyClient() {
-	cfg := s.rt.Config
-	switch {
-	case inPrefixes(cfg.TrustedNetworks, s.conn.ip):
-		s.conn.skip = "trusted network"
-	case inPrefixes(cfg.SkipClients, s.conn.ip):
-		s.conn.skip = "skip_clients"
-	default:
-		return
+	s.conn.skip = s.pol.SkipClient(policy.Message{ClientIP: s.conn.ip, ClientName: s.conn.hostname, HELO: s.conn.helo})
+	if s.conn.skip != policy.NotSkipped {
+		logSkip(s.logger(), s.conn.skip, "", s.conn.ip, s.conn.helo, "", false)
 	}
-	logSkip(s.logger(), s.conn.skip, "", s.conn.ip, s.conn.helo, "", false)
-}
-
-func inPrefixes(ps []netip.Prefix, ip netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // macro returns a macro's value whether the MTA sent its name with braces
@@ -394,23 +276,16 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) {
 	cfg := s.rt.Config
 	s.msg.authenticated = macro(m, "auth_authen") != ""
-	if s.conn.skip != "" {
+	if s.conn.skip != policy.NotSkipped {
 		// Logged once at connect.
-		s.msg.skipped, s.msg.skipReason = true, s.conn.skip
-		s.metrics().Skipped(s.conn.skip)
+		s.msg.skip = s.conn.skip
+		s.metrics().Skipped(s.conn.skip.Key())
 		return gomilter.RespContinue, nil
 	}
-	reason := ""
-	switch {
-	case cfg.SkipAuthenticated && macro(m, "auth_authen") != "":
-		reason = "authenticated"
-	case skipSender(cfg.SkipSenders, s.msg.sender):
-		reason = "skip_senders"
-	}
-	if reason != "" {
-		s.msg.skipped, s.msg.skipReason = true, reason
-		s.metrics().Skipped(reason)
-		logSkip(s.logger(), reason, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true)
+	msg := s.message()
+	if s.msg.skip = s.pol.Skip(msg); s.msg.skip != policy.NotSkipped {
+		s.metrics().Skipped(s.msg.skip.Key())
+		logSkip(s.logger(), s.msg.skip, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true)
 		return gomilter.RespContinue, nil
 	}
 
@@ -434,7 +309,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		defer cancel()
 	}
 	checker := s.rt.Checker
-	if heloNeeded(cfg) && s.conn.helo != "" {
+	if s.pol.ChecksHELO() && s.conn.helo != "" {
 		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
 			s.conn.heloOutcome = checker.CheckHELO(ctx, s.conn.ip, s.conn.helo)
 			s.conn.heloFor = s.conn.helo
@@ -456,14 +331,14 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		return nil, mtaGoneError{err: context.Cause(sessionCtx), checking: true}
 	}
 	s.metrics().Checked(s.msg.mailFrom)
-	s.msg.decision, s.msg.decider = DecideMessage(cfg, s.msg.mailFrom, s.msg.helo)
+	s.msg.decision, s.msg.decider = s.pol.DecideMessage(msg, s.msg.mailFrom, s.msg.helo)
 	s.msg.duration = time.Since(start)
 
 	if !s.msg.decision.Refuses() {
 		// Logged at the end of the message, when the queue id is known.
 		return gomilter.RespContinue, nil
 	}
-	if len(cfg.NeverRefuse) > 0 {
+	if s.pol.RefusesAtRcpt() {
 		s.msg.atRcpt = true
 		return gomilter.RespContinue, nil
 	}
@@ -471,87 +346,18 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	return replyResponse(s.msg.decision), nil
 }
 
-// noClientAddr defers a message whose client address is unknown: the MTA
-// sent none, or none that parseClientAddr reads. Checked without one, it
-// would be a permerror, which the default policy accepts, whatever the
-// sender's record says.
-func (s *session) noClientAddr() gomilter.Response {
-	s.msg.failed, s.msg.logged = true, true
-	s.metrics().Failed("mail")
-	s.logger().LogAttrs(context.Background(), slog.LevelError, "spf client address unknown, message deferred",
-		slog.String("reason", s.conn.addrProblem),
-		slog.String("queue_id", s.msg.queueID),
-		slog.String("helo", s.conn.helo),
-		slog.String("sender", senderString(s.msg.sender)),
-		slog.String("reply", internalErrorReply))
-	return tempfailResponse()
+// message is what the policy is told of the current message.
+func (s *session) message() policy.Message {
+	return policy.Message{
+		ClientIP:      s.conn.ip,
+		ClientName:    s.conn.hostname,
+		HELO:          s.conn.helo,
+		Sender:        s.msg.sender,
+		Authenticated: s.msg.authenticated,
+	}
 }
 
-// severity orders actions so that the stronger of the HELO and MAIL FROM
-// decisions is applied; on a tie the MAIL FROM one is kept.
-func severity(a config.Action) int {
-	switch a {
-	case config.Reject:
-		return 3
-	case config.Tempfail:
-		return 2
-	case config.Quarantine:
-		return 1
-	}
-	return 0
-}
-
-// heloNeeded reports whether the HELO policy can act on some result.
-func heloNeeded(cfg *config.Config) bool {
-	for _, a := range cfg.Policy.HELO {
-		if a != "" && a != config.Accept {
-			return true
-		}
-	}
-	return false
-}
-
-// skipSender reports whether sender's domain is one of domains or below
-// one. The null sender has no domain and is never skipped.
-func skipSender(domains []string, sender string) bool {
-	at := strings.LastIndexByte(sender, '@')
-	if at < 0 {
-		return false
-	}
-	d := strings.ToLower(strings.TrimSuffix(sender[at+1:], "."))
-	if d == "" {
-		return false
-	}
-	for _, e := range domains {
-		e = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(e, "."), "."))
-		if e != "" && (d == e || strings.HasSuffix(d, "."+e)) {
-			return true
-		}
-	}
-	return false
-}
-
-// neverRefused reports whether rcpt is one of the recipients that are
-// never refused: an entry with '@' names a whole address, one without a
-// local part in any domain. Both compare without regard to case.
-func neverRefused(list []string, rcpt string) bool {
-	local := rcpt
-	if at := strings.LastIndexByte(rcpt, '@'); at >= 0 {
-		local = rcpt[:at]
-	}
-	for _, e := range list {
-		if strings.Contains(e, "@") {
-			if strings.EqualFold(e, rcpt) {
-				return true
-			}
-		} else if strings.EqualFold(e, local) {
-			return true
-		}
-	}
-	return false
-}
-
-func replyResponse(d Decision) gomilter.Response {
+func replyResponse(d policy.Decision) gomilter.Response {
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), d.Reply())
 }
 
@@ -563,7 +369,7 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
 		}
-		if s.msg.atRcpt && !neverRefused(s.rt.Config.NeverRefuse, rcpt) {
+		if s.msg.atRcpt && !s.pol.NeverRefused(rcpt) {
 			return replyResponse(s.msg.decision), nil
 		}
 		return gomilter.RespContinue, nil
@@ -615,12 +421,12 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
 		}
-		if s.conn.skip != "" || s.msg.skipped {
+		if s.conn.skip != policy.NotSkipped || s.msg.skip != policy.NotSkipped {
 			// Mail from an authenticated client or a skipped sender comes
 			// from outside and gets no header of ours, but must not carry
 			// a forged one either. Trusted and skipped clients may be our
 			// own content filter bringing our headers back: those stay.
-			if s.conn.skip == "" {
+			if s.conn.skip == policy.NotSkipped {
 				if err := s.removeForged(m); err != nil {
 					return nil, err
 				}
@@ -698,7 +504,7 @@ func (s *session) endMessage() {
 	if s.msg.active && !s.msg.logged && s.msg.mailFrom != nil {
 		s.logDecision()
 	}
-	if s.msg.active && !s.msg.logged && s.msg.skipped {
+	if s.msg.active && !s.msg.logged && s.msg.skip != policy.NotSkipped {
 		s.recordDecision()
 	}
 	s.msg = messageState{}
@@ -733,19 +539,14 @@ func (s *session) recordDecision() {
 	if s.rt == nil || s.rt.Decisions == nil {
 		return
 	}
-	skipped := s.msg.skipReason
-	if skipped == "trusted network" {
-		// The log line's wording; the record names the config key.
-		skipped = "trusted_networks"
-	}
-	s.rt.Decisions.RecordDecision(MessageDecision{
+	s.rt.Decisions.RecordDecision(policy.MessageDecision{
 		Time:          time.Now(),
 		QueueID:       s.msg.queueID,
 		ClientIP:      s.conn.ip,
 		HELO:          s.conn.helo,
 		Sender:        s.msg.sender,
 		Authenticated: s.msg.authenticated,
-		Skipped:       skipped,
+		Skipped:       s.msg.skip,
 		MailFrom:      s.msg.mailFrom,
 		HELOCheck:     s.msg.helo,
 		Decision:      s.msg.decision,

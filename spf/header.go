@@ -31,7 +31,7 @@ func (o *Outcome) ReceivedSPF(receiver string) string {
 		b.WriteString(escapeComment(receiver))
 		b.WriteString(": ")
 	}
-	b.WriteString(escapeComment(o.sentence(res)))
+	b.WriteString(escapeComment(o.commentText(res)))
 	b.WriteString(")")
 
 	first := true
@@ -67,9 +67,9 @@ func (o *Outcome) ReceivedSPF(receiver string) string {
 	return b.String()
 }
 
-// sentence explains res in words for the Received-SPF comment, in the style
-// of RFC 7208 §9.1's examples.
-func (o *Outcome) sentence(res Result) string {
+// commentText explains res in words for the Received-SPF comment, in the
+// style of RFC 7208 §9.1's examples, from values cleaned for a header.
+func (o *Outcome) commentText(res Result) string {
 	subject := cleanText(o.Sender)
 	if o.Identity == IdentityHELO && o.HELO != "" {
 		subject = cleanText(o.HELO)
@@ -154,7 +154,7 @@ func AuthenticationResults(authservID string, outcomes ...*Outcome) string {
 		}
 	}
 	slices.SortStableFunc(ordered, func(a, b *Outcome) int {
-		return cmp.Compare(identityRank(a.Identity), identityRank(b.Identity))
+		return cmp.Compare(heloFirst(a.Identity), heloFirst(b.Identity))
 	})
 	var b strings.Builder
 	b.WriteString(authservToken(authservID))
@@ -183,7 +183,9 @@ func AuthenticationResults(authservID string, outcomes ...*Outcome) string {
 	return b.String()
 }
 
-func identityRank(id Identity) int {
+// heloFirst ranks identities for Authentication-Results: HELO before MAIL
+// FROM, for the reason AuthenticationResults gives.
+func heloFirst(id Identity) int {
 	if id == IdentityHELO {
 		return 0
 	}

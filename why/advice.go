@@ -82,7 +82,7 @@ func (v *view) verdict() string {
 	case spf.Neutral:
 		return fmt.Sprintf("The SPF record of %s neither allows nor forbids %s to send mail for it (%s).", v.domain, v.ip, r)
 	case spf.None:
-		if !lookedUp(o) {
+		if !o.LookedUp() {
 			return fmt.Sprintf("\"%s\" cannot be checked with SPF: %s (%s).", v.domain, show(notCheckedReason(o)), r)
 		}
 		return fmt.Sprintf("%s publishes no SPF record, so nothing says whether %s may send mail for it (%s).", v.domain, v.ip, r)
@@ -92,18 +92,6 @@ func (v *view) verdict() string {
 		return fmt.Sprintf("The SPF record of %s is broken, so it cannot say whether %s may send mail for it (%s).", v.domain, v.ip, r)
 	}
 	return fmt.Sprintf("The check of %s gave %s.", v.domain, show(r))
-}
-
-// lookedUp reports whether the check asked DNS for a record at all: a none
-// result comes either from a domain without a record or from a name that
-// is not worth asking about.
-func lookedUp(o *spf.Outcome) bool {
-	for _, s := range o.Trace {
-		if s.Kind == spf.StepRecord {
-			return true
-		}
-	}
-	return o.Record != ""
 }
 
 // notCheckedReason is why the domain was not looked up, without the
@@ -143,7 +131,7 @@ func (v *view) decision() []para {
 			p = append(p, text(" An include: matches when the included domain's record allows the address."))
 		}
 		out = append(out, p)
-	case o.Result == spf.None && lookedUp(o):
+	case o.Result == spf.None && o.LookedUp():
 		out = append(out, para{text("There is no TXT record starting with "), code("v=spf1"), text(" at " + v.domain + ", so no term applies.")})
 	case o.Result == spf.None:
 		out = append(out, para{text("SPF only checks domain names, so no DNS lookup was made.")})
@@ -240,7 +228,7 @@ func (v *view) neutral() []para {
 // none advises on a domain without a record.
 func (v *view) none() []para {
 	o := v.o
-	if !lookedUp(o) {
+	if !o.LookedUp() {
 		return []para{{text("Use a sender address whose domain is a valid, fully qualified domain name that you control, and publish an SPF record for it.")}}
 	}
 	example := "v=spf1 mx " + ipTerm(o) + " ~all"

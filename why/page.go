@@ -15,9 +15,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -67,32 +69,31 @@ type Options struct {
 	// Clients bounds the clients the rate limiter remembers; 0 means
 	// DefaultClients.
 	Clients int
-	// Decide picks, of a message's two checks, the one the receiving
-	// server decides by, which the page then explains: the MAIL FROM
-	// outcome or the HELO one. The page checks the HELO name too when it
-	// is given with a sender. nil means DefaultDecide; a daemon passes
-	// its own policy, so that a refusal's link explains that refusal.
-	Decide func(mailFrom, helo *spf.Outcome) *spf.Outcome
+	// Policy returns the policy that picks, of a message's two checks,
+	// the one the receiving server decides by, which the page then
+	// explains: the MAIL FROM outcome or the HELO one. The page checks
+	// the HELO name too when it is given with a sender. It is called once
+	// per live check, like Checker. nil means DefaultPolicy; a daemon
+	// passes its current one, so that a refusal's link explains that
+	// refusal.
+	Policy func() *policy.Policy
 	// Log receives a debug line per live check; nil means slog.Default().
 	Log *slog.Logger
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
 }
 
-// DefaultDecide decides as spf-milter's default policy does: a HELO fail
-// is refused unless the MAIL FROM check fails too, when that one decides
-// (it never gives way to the HELO check on a tie).
-func DefaultDecide(mailFrom, helo *spf.Outcome) *spf.Outcome {
-	if helo != nil && helo.Result == spf.Fail && mailFrom.Result != spf.Fail {
-		return helo
-	}
-	return mailFrom
-}
+// DefaultPolicy returns the policy of spf-milter's default config, for a
+// page served without a daemon's own.
+func DefaultPolicy() *policy.Policy { return defaultPolicy() }
+
+// defaultPolicy is made once: the default config looks up the host name.
+var defaultPolicy = sync.OnceValue(func() *policy.Policy { return policy.New(config.Default()) })
 
 // handler serves the page.
 type handler struct {
 	checker func() *spf.Checker
-	decide  func(mailFrom, helo *spf.Outcome) *spf.Outcome
+	policy  func() *policy.Policy
 	limiter *rateLimiter
 	cache   *answerCache
 	slots   chan struct{}
@@ -132,12 +133,12 @@ func NewHandler(o Options) http.Handler {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Decide == nil {
-		o.Decide = DefaultDecide
+	if o.Policy == nil {
+		o.Policy = DefaultPolicy
 	}
 	return &handler{
 		checker: o.Checker,
-		decide:  o.Decide,
+		policy:  o.Policy,
 		limiter: newRateLimiter(o.Rate, o.Clients),
 		cache:   newAnswerCache(o.CacheTTL, o.CacheSize, o.CacheBytes),
 		slots:   make(chan struct{}, o.Concurrent),
@@ -227,7 +228,8 @@ func (h *handler) check(r *http.Request, q query) (decided, other *spf.Outcome) 
 		return mailFrom, nil
 	}
 	helo := c.CheckHELO(r.Context(), q.ip, q.helo)
-	if h.decide(mailFrom, helo) == helo {
+	m := policy.Message{ClientIP: q.ip, HELO: q.helo, Sender: q.sender}
+	if _, by := h.policy().DecideMessage(m, mailFrom, helo); by == helo {
 		return helo, mailFrom
 	}
 	return mailFrom, helo

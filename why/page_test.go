@@ -16,7 +16,9 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/html"
 
+	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -832,10 +834,13 @@ func TestCurrentChecker(t *testing.T) {
 // explains the check the receiving server decides by: a refusal for the
 // HELO name is explained as such, not by a MAIL FROM pass.
 func TestHELOIdentity(t *testing.T) {
-	heloAlways := func(mailFrom, helo *spf.Outcome) *spf.Outcome { return helo }
+	// heloWins is a receiver's own policy under which the HELO check
+	// decides here: it quarantines on a HELO pass, which outranks the
+	// MAIL FROM neutral it is tested with.
+	heloWins := func(c *config.Config) { c.Policy.HELO[spf.Pass] = config.Quarantine }
 	tests := []struct {
 		name             string
-		decide           func(mailFrom, helo *spf.Outcome) *spf.Outcome
+		configure        func(*config.Config)
 		sender, ip, helo string
 		// verdict is the start of the verdict; explained the "Explained
 		// here" entry, "" when there must be none.
@@ -850,17 +855,24 @@ func TestHELOIdentity(t *testing.T) {
 		{name: "HELO pass, MAIL FROM neutral", sender: "joe@neutral.example", ip: "192.0.2.77", helo: "mail.helo.example",
 			verdict:   "The SPF record of neutral.example neither allows nor forbids 192.0.2.77",
 			explained: "the MAIL FROM address, whose result the receiving server decides by; the HELO name (mail.helo.example) gave pass"},
-		{name: "a receiver's own policy", decide: heloAlways, sender: "joe@neutral.example", ip: "192.0.2.77", helo: "mail.helo.example",
+		{name: "a receiver's own policy", configure: heloWins, sender: "joe@neutral.example", ip: "192.0.2.77", helo: "mail.helo.example",
 			verdict:   "The SPF record of mail.helo.example allows 192.0.2.77",
 			explained: "the HELO name, whose result the receiving server decides by; the MAIL FROM address (neutral.example) gave neutral"},
 		{name: "no HELO name given", sender: "joe@topel.com", ip: "198.51.100.7", helo: "",
 			verdict: "The SPF record of topel.com allows 198.51.100.7"},
-		{name: "a bounce: the one check is the HELO name's", decide: heloAlways, sender: "", ip: "198.51.100.7", helo: "mail.helo.example",
+		{name: "a bounce: the one check is the HELO name's", configure: heloWins, sender: "", ip: "198.51.100.7", helo: "mail.helo.example",
 			verdict: "The SPF record of mail.helo.example does not allow 198.51.100.7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, _ := newTest(t, testZone(t), Options{CacheTTL: -1, Decide: tt.decide})
+			o := Options{CacheTTL: -1}
+			if tt.configure != nil {
+				cfg := config.Default()
+				tt.configure(cfg)
+				pol := policy.New(cfg)
+				o.Policy = func() *policy.Policy { return pol }
+			}
+			h, _ := newTest(t, testZone(t), o)
 			rec := get(h, whyURL(tt.sender, tt.ip, tt.helo), "192.0.2.250:1")
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d: %s", rec.Code, rec.Body)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -204,7 +205,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 
 	var pol *checkPolicy
 	if cfg != nil {
-		pol = &checkPolicy{decision: milter.Decide(cfg, out), headers: milter.HeaderFields(cfg, out)}
+		m := policy.Message{ClientIP: o.ip, HELO: o.helo, Sender: out.Sender}
+		pol = &checkPolicy{decision: policy.New(cfg).Decide(m, out), headers: milter.HeaderFields(cfg, out)}
 	}
 	if o.json {
 		if err := writeCheckJSON(stdout, o, out, pol); err != nil {
@@ -234,19 +236,8 @@ func applyCheckFlags(cfg *config.Config, o *checkOptions) *config.Config {
 // checkPolicy is what a config makes of an outcome: the milter's decision
 // and the header fields it would insert.
 type checkPolicy struct {
-	decision milter.Decision
+	decision policy.Decision
 	headers  []milter.Field
-}
-
-// clientReply is the reply line as the SMTP client reads it: the milter
-// hands the MTA a copy with '%' doubled (Decision.Reply), which the MTA
-// undoes. "" when nothing is refused.
-func (p *checkPolicy) clientReply() string {
-	d := p.decision
-	if d.Code == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d %s %s", d.Code, d.Enhanced, d.Text)
 }
 
 // checkJSON is the --json output. Field names are part of the command's
@@ -311,7 +302,7 @@ func writeCheckJSON(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	if pol != nil {
 		pj = &CheckPolicyJSON{
 			Action:  string(pol.decision.Action),
-			Reply:   pol.clientReply(),
+			Reply:   pol.decision.ClientReply(),
 			DryRun:  pol.decision.DryRun,
 			Headers: []headerJSON{}, // [] rather than null
 		}
@@ -367,7 +358,7 @@ func writeCheckText(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	}
 
 	fmt.Fprintf(w, "Result: %s\n", out.Result)
-	fmt.Fprintf(w, "  %s\n", resultSentence(out.Result, domain, ip, who, lookedUp(out)))
+	fmt.Fprintf(w, "  %s\n", describeResult(out.Result, domain, ip, who, out.LookedUp()))
 	fmt.Fprintln(w)
 
 	identity := "MAIL FROM " + printable(out.Sender)
@@ -384,12 +375,12 @@ func writeCheckText(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	switch {
 	case out.Record != "":
 		fmt.Fprintf(w, "Record:      %s has \"%s\"\n", domain, printable(out.Record))
-	case out.Result == spf.None && lookedUp(out):
+	case out.Result == spf.None && out.LookedUp():
 		fmt.Fprintf(w, "Record:      none found for %s\n", domain)
 	case out.Result == spf.TempError || out.Result == spf.PermError:
 		fmt.Fprintf(w, "Record:      none usable for %s (see Problem)\n", domain)
 	}
-	fmt.Fprintf(w, "Decision:    %s\n", decisionSentence(out, ip))
+	fmt.Fprintf(w, "Decision:    %s\n", describeDecidingTerm(out, ip))
 	if out.Explanation != "" {
 		fmt.Fprintf(w, "Explanation: %s\n", printable(out.Explanation))
 	}
@@ -429,7 +420,7 @@ func writePolicyText(w io.Writer, pol *checkPolicy) {
 		action += " (dry run: only logged, the message is accepted)"
 	}
 	fmt.Fprintf(w, "Action: %s\n", action)
-	if r := pol.clientReply(); r != "" {
+	if r := d.ClientReply(); r != "" {
 		fmt.Fprintf(w, "Reply: %s\n", r)
 	} else {
 		fmt.Fprintln(w, "Reply: (none: the message is not refused)")
@@ -446,10 +437,10 @@ func writePolicyText(w io.Writer, pol *checkPolicy) {
 	}
 }
 
-// resultSentence says what r means for ip and the identity, in words.
+// describeResult says what r means for ip and the identity, in words.
 // looked tells whether a record was looked up at all: a none result comes
 // either from a domain without a policy or from a name not worth asking.
-func resultSentence(r spf.Result, domain, ip, who string, looked bool) string {
+func describeResult(r spf.Result, domain, ip, who string, looked bool) string {
 	switch r {
 	case spf.Pass:
 		return fmt.Sprintf("%s allows %s to %s.", domain, ip, who)
@@ -473,18 +464,8 @@ func resultSentence(r spf.Result, domain, ip, who string, looked bool) string {
 	}
 }
 
-// lookedUp reports whether the evaluation fetched a policy record.
-func lookedUp(out *spf.Outcome) bool {
-	for _, s := range out.Trace {
-		if s.Kind == spf.StepRecord {
-			return true
-		}
-	}
-	return out.Record != ""
-}
-
-// decisionSentence says which term of which record gave the result.
-func decisionSentence(out *spf.Outcome, ip string) string {
+// describeDecidingTerm says which term of which record gave the result.
+func describeDecidingTerm(out *spf.Outcome, ip string) string {
 	where := printable(out.MechanismDomain)
 	if where == "" {
 		where = printable(out.Domain)

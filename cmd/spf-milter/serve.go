@@ -23,6 +23,7 @@ import (
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/decisions"
 	"github.com/spf-milter/spf-milter/milter"
+	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 	"github.com/spf-milter/spf-milter/why"
 )
@@ -396,8 +397,8 @@ func startWhy(addr string, page *whyPage, log *slog.Logger, limits milter.HTTPLi
 // with those limits and an empty cache.
 type whyPage struct {
 	checker func() *spf.Checker
-	// decide is why.Options.Decide: the current config's policy.
-	decide func(mailFrom, helo *spf.Outcome) *spf.Outcome
+	// policy is why.Options.Policy: the current config's.
+	policy func() *policy.Policy
 	cur    atomic.Pointer[whyVersion]
 }
 
@@ -421,14 +422,7 @@ func newWhyPage(cfg *config.Config, current func() *milter.Runtime, log *slog.Lo
 		// The page explains the check a session would have decided by
 		// under the config of the moment, as the decision log's replay
 		// does.
-		decide: func(mailFrom, helo *spf.Outcome) *spf.Outcome {
-			cfg := current().Config
-			if !milter.ChecksHELO(cfg) {
-				return mailFrom
-			}
-			_, by := milter.DecideMessage(cfg, mailFrom, helo)
-			return by
-		},
+		policy: func() *policy.Policy { return current().Policy },
 	}
 	p.update(cfg.Why, log)
 	return p
@@ -449,7 +443,7 @@ func (p *whyPage) update(w config.Why, log *slog.Logger) {
 	}
 	p.cur.Store(&whyVersion{settings: w, h: why.NewHandler(why.Options{
 		Checker:    p.checker,
-		Decide:     p.decide,
+		Policy:     p.policy,
 		Rate:       w.Rate,
 		Concurrent: w.Concurrent,
 		CacheTTL:   ttl,
@@ -653,7 +647,7 @@ func newRuntime(cfg *config.Config, resolver spf.Resolver, m *milter.Metrics, lo
 		Explanation: cfg.Explanation,
 		Timeout:     cfg.DNS.CheckTimeout,
 	}
-	return &milter.Runtime{Config: cfg, Checker: checker, Log: log, Metrics: m}, nil
+	return &milter.Runtime{Config: cfg, Policy: policy.New(cfg), Checker: checker, Log: log, Metrics: m}, nil
 }
 
 func daemonOptions(rt *milter.Runtime, o *serveOptions) milter.DaemonOptions {

@@ -1,8 +1,7 @@
-package milter
+package policy
 
 import (
 	"fmt"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -45,38 +44,20 @@ func (d Decision) Reply() string {
 	return fmt.Sprintf("%d %s %s", d.Code, d.Enhanced, strings.ReplaceAll(d.Text, "%", "%%"))
 }
 
+// ClientReply is the reply line as the SMTP client reads it: the MTA
+// undoes the doubling of '%' that Reply does. "" for accept and
+// quarantine.
+func (d Decision) ClientReply() string {
+	if d.Code == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d %s %s", d.Code, d.Enhanced, d.Text)
+}
+
 // Refuses reports whether the decision is a refusal that is applied: a
 // reject or tempfail outside a dry run.
 func (d Decision) Refuses() bool {
 	return d.Code != 0 && !d.DryRun
-}
-
-// Decide applies cfg's policy to o: the action for o's identity and result,
-// and for a refusal its reply. A nil outcome (nothing checked) is accepted.
-// A result the policy does not name is accepted, since config fills in
-// every result.
-func Decide(cfg *config.Config, o *spf.Outcome) Decision {
-	d := Decision{Action: config.Accept, DryRun: cfg.DryRun}
-	if o == nil {
-		return d
-	}
-	policy := cfg.Policy.MailFrom
-	if o.Identity == spf.IdentityHELO {
-		policy = cfg.Policy.HELO
-	}
-	if a, ok := policy[o.Result]; ok && a != "" {
-		d.Action = a
-	}
-	switch d.Action {
-	case config.Reject, config.Tempfail:
-		d.Code, d.Enhanced = replyCode(d.Action, o.Result)
-		d.Text = replyText(cfg, o)
-	case config.Quarantine:
-		d.Text = quarantineReason(o)
-	default:
-		d.Action = config.Accept
-	}
-	return d
 }
 
 // replyCode returns the codes of a refusal: RFC 7372's x.7.23 for fail and
@@ -197,11 +178,13 @@ func defaultText(o *spf.Outcome) string {
 			return prefix + o.Problem
 		}
 	}
-	return prefix + sentence(o)
+	return prefix + replyMeaning(o)
 }
 
-// sentence explains the result in words, in the style of RFC 7208 §9.1.
-func sentence(o *spf.Outcome) string {
+// replyMeaning says what the result means in the words of RFC 7208
+// §9.1's examples. The Received-SPF comment says much the same, but
+// cleaned for a header rather than for a reply line.
+func replyMeaning(o *spf.Outcome) string {
 	subject := o.Sender
 	if o.Identity == spf.IdentityHELO {
 		subject = o.HELO
@@ -246,7 +229,7 @@ func quarantineReason(o *spf.Outcome) string {
 // maxReplyText ending in "...", counting each '%' twice since Reply
 // doubles it.
 func sanitizeReply(s string) string {
-	return cut(strings.TrimRight(cleanText(s, true), " "), maxReplyText)
+	return cut(strings.TrimRight(replyLine(s, true), " "), maxReplyText)
 }
 
 // sanitizeLinked is sanitizeReply for texts with link between each two of
@@ -261,7 +244,7 @@ func sanitizeLinked(texts []string, link string) string {
 	budget := maxReplyText - links*escapedLen(link)
 	var b strings.Builder
 	for i, t := range texts {
-		t = cleanText(t, i == 0)
+		t = replyLine(t, i == 0)
 		if i == links {
 			t = strings.TrimRight(t, " ")
 		}
@@ -278,10 +261,10 @@ func sanitizeLinked(texts []string, link string) string {
 // minReplyText is the room a link must leave for the words of a reply.
 const minReplyText = 100
 
-// cleanText makes s printable ASCII on one line, as sanitizeReply says,
+// replyLine makes s printable ASCII on one line, as sanitizeReply says,
 // dropping its leading spaces when trimLeft is set. It stops after
 // maxReplyText bytes: an explanation from DNS may be long.
-func cleanText(s string, trimLeft bool) string {
+func replyLine(s string, trimLeft bool) string {
 	var b strings.Builder
 	space := trimLeft
 	for _, r := range s {
@@ -331,45 +314,4 @@ func cut(t string, width int) string {
 // escapedLen is the length of s once Reply has doubled its '%'.
 func escapedLen(s string) int {
 	return len(s) + strings.Count(s, "%")
-}
-
-// DecideMessage applies cfg's policy to the checks of one message, as a
-// session does: mailFrom is the MAIL FROM outcome, helo the HELO one or
-// nil when HELO was not checked. The stronger action wins, the MAIL FROM
-// one on a tie, so that a HELO pass never stands in for a MAIL FROM
-// refusal. It returns the decision and the outcome it came from. The
-// decision log replays recorded checks through it, so that a what-if
-// answer is the daemon's own.
-func DecideMessage(cfg *config.Config, mailFrom, helo *spf.Outcome) (Decision, *spf.Outcome) {
-	d, by := Decide(cfg, mailFrom), mailFrom
-	if helo != nil {
-		if hd := Decide(cfg, helo); severity(hd.Action) > severity(d.Action) {
-			d, by = hd, helo
-		}
-	}
-	return d, by
-}
-
-// ChecksHELO reports whether a session under cfg checks the HELO identity:
-// only when the HELO policy can act on some result.
-func ChecksHELO(cfg *config.Config) bool {
-	return heloNeeded(cfg)
-}
-
-// SkipReason says why a message would not be checked under cfg, by the
-// config key that skips it: trusted_networks, skip_clients, authenticated
-// (with skip_authenticated) or skip_senders, in the order a session tries
-// them; "" when it is checked.
-func SkipReason(cfg *config.Config, ip netip.Addr, authenticated bool, sender string) string {
-	switch {
-	case inPrefixes(cfg.TrustedNetworks, ip):
-		return "trusted_networks"
-	case inPrefixes(cfg.SkipClients, ip):
-		return "skip_clients"
-	case cfg.SkipAuthenticated && authenticated:
-		return "authenticated"
-	case skipSender(cfg.SkipSenders, sender):
-		return "skip_senders"
-	}
-	return ""
 }

@@ -1,4 +1,4 @@
-package milter
+package policy
 
 import (
 	"fmt"
@@ -11,6 +11,18 @@ import (
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/spf"
 )
+
+// ourAuthID names the receiving host in the tests.
+const ourAuthID = "mx.example.net"
+
+// testConfig is the default config with a fixed host name, so that
+// replies do not depend on the machine running the tests.
+func testConfig() *config.Config {
+	cfg := config.Default()
+	cfg.AuthservID = ourAuthID
+	cfg.Receiver = ourAuthID
+	return cfg
+}
 
 // outcomeFor builds the outcome of a MAIL FROM check of alice@example.org
 // from 192.0.2.1 with result r.
@@ -55,7 +67,7 @@ func TestDecide(t *testing.T) {
 			t.Run(string(res)+"/"+string(action), func(t *testing.T) {
 				cfg := testConfig()
 				cfg.Policy.MailFrom[res] = action
-				d := Decide(cfg, outcomeFor(res))
+				d := New(cfg).Decide(Message{}, outcomeFor(res))
 				if d.Action != action || d.DryRun {
 					t.Errorf("decision %+v, want action %s, not a dry run", d, action)
 				}
@@ -147,7 +159,7 @@ func TestDecideSpecialCases(t *testing.T) {
 			if tt.configure != nil {
 				tt.configure(cfg)
 			}
-			if got := Decide(cfg, tt.o); got != tt.want {
+			if got := New(cfg).Decide(Message{}, tt.o); got != tt.want {
 				t.Errorf("Decide:\n got %+v\nwant %+v", got, tt.want)
 			}
 		})
@@ -211,7 +223,7 @@ var replyRE = regexp.MustCompile(`^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3}
 // checkReply fails unless d's reply, decided on result r, is one valid
 // reply line: 4xx for a tempfail or a temperror and 5xx otherwise, codes
 // whose classes agree (Sendmail drops the text otherwise), text of printable
-// ASCII with every '%' doubled for the MTA (NOTES.md) and reading back as
+// ASCII with every '%' doubled for the MTA (docs/interop.md) and reading back as
 // d.Text, and the whole line, CRLF included, within RFC 5321's 512
 // octets (§4.5.3.1.5). A quarantine reason must be one printable line too.
 func checkReply(t testing.TB, d Decision, r spf.Result) {
@@ -303,9 +315,9 @@ func TestReplyHostile(t *testing.T) {
 							Result: r, Identity: spf.IdentityMailFrom, Domain: hv.v, Sender: hv.v + "@" + hv.v,
 							IP: netip.MustParseAddr("192.0.2.1"), HELO: hv.v, Explanation: hv.v, Problem: hv.v,
 						}
-						checkReply(t, Decide(cfg, o), r)
+						checkReply(t, New(cfg).Decide(Message{}, o), r)
 						o.Identity = spf.IdentityHELO
-						checkReply(t, Decide(cfg, o), r)
+						checkReply(t, New(cfg).Decide(Message{}, o), r)
 					})
 				}
 			}
@@ -337,9 +349,9 @@ func FuzzReply(f *testing.F) {
 		if result&0x80 != 0 {
 			o.IP = netip.Addr{}
 		}
-		checkReply(t, Decide(cfg, o), r)
+		checkReply(t, New(cfg).Decide(Message{}, o), r)
 		o.Identity = spf.IdentityHELO
-		checkReply(t, Decide(cfg, o), r)
+		checkReply(t, New(cfg).Decide(Message{}, o), r)
 	})
 }
 
@@ -408,7 +420,7 @@ func TestWhyLink(t *testing.T) {
 			if tt.change != nil {
 				tt.change(o)
 			}
-			d := Decide(cfg, o)
+			d := New(cfg).Decide(Message{}, o)
 			checkReply(t, d, tt.result)
 			switch {
 			case tt.text != "":
