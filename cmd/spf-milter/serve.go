@@ -61,8 +61,7 @@ type serveOptions struct {
 	drainTimeout time.Duration
 	// ioBuffer is milter.DaemonOptions.IOBuffer.
 	ioBuffer int
-	// skipReplies sets milter.DaemonOptions.NoReply to
-	// milter.NoReplyStages.
+	// skipReplies is milter.DaemonOptions.SkipReplies.
 	skipReplies bool
 	// setDefaultLogger makes each config's logger the process default, so
 	// that go-milter's own log.Printf lines come out in the configured
@@ -661,10 +660,8 @@ func daemonOptions(rt *milter.Runtime, o *serveOptions) milter.DaemonOptions {
 		IdleTimeout: rt.Config.Session.IdleTimeout,
 		MaxDuration: rt.Config.Session.MaxDuration,
 		IOBuffer:    o.ioBuffer,
+		SkipReplies: o.skipReplies,
 		Log:         rt.Log,
-	}
-	if o.skipReplies {
-		opts.NoReply = milter.NoReplyStages
 	}
 	return opts
 }
