@@ -746,7 +746,7 @@ func checkFinal(t *testing.T, p sentPacket, r fuzzResponse) {
 		// go-milter's own answer to a connect packet without a port.
 	default:
 		// Fixed accept, reject, discard or tempfail would make go-milter
-		// drop the connection's data (NOTES.md); anything else is no reply.
+		// drop the connection's data (docs/wire.md); anything else is no reply.
 		t.Fatalf("command %q (%q) answered %q %q", p.code, p.data, r.code, r.data)
 	}
 }

@@ -949,7 +949,7 @@ func TestNeverRefuse(t *testing.T) {
 	}
 }
 
-// spamAssassinRE is how SpamAssassin 4.0 reads a Received-SPF (NOTES.md).
+// spamAssassinRE is how SpamAssassin 4.0 reads a Received-SPF (docs/interop.md).
 var spamAssassinRE = regexp.MustCompile(`(?i)^received-spf:\s*(pass|neutral|(?:soft)?fail|(?:temp|perm)error|none)\b(?:.*\bidentity=(\S+?);?\b)?`)
 
 // TestHostileText sends an explanation with '%' and a sender with quotes,
