@@ -95,6 +95,8 @@ type Daemon struct {
 	// without polling. It stays nil while nobody waits: no channel to make
 	// for every session.
 	changed chan struct{}
+	// untrackFn is d.untrack, made once: a method value allocates.
+	untrackFn func(*wire.Conn)
 }
 
 // daemonOptions are the options of SetOptions, and the wire options made
@@ -112,6 +114,7 @@ func NewDaemon(srv *gomilter.Server, opts DaemonOptions) *Daemon {
 		listeners: map[*listener]struct{}{},
 		conns:     map[*wire.Conn]struct{}{},
 	}
+	d.untrackFn = d.untrack
 	d.SetOptions(opts)
 	return d
 }
@@ -294,7 +297,7 @@ func (d *Daemon) isClosing() bool {
 // track registers a newly accepted connection, or reports false when the
 // daemon is shutting down and the connection must not be served.
 func (d *Daemon) track(nc net.Conn) (*wire.Conn, bool) {
-	c := wire.NewConn(nc, &d.opts.Load().wire, d.untrack)
+	c := wire.NewConn(nc, &d.opts.Load().wire, d.untrackFn)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closing {
