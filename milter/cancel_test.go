@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/milter/internal/wire"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -199,7 +200,7 @@ func TestShutdownCancelsChecks(t *testing.T) {
 	// Well before the DNS server answers.
 	waitFor(t, "every forced check is abandoned", func() bool { return f.lost.Load() == sessions })
 	for _, l := range f.abandoned(t) {
-		if l["stage"] != "mail" || !strings.Contains(fmt.Sprint(l["error"]), errSessionForced.Error()) {
+		if l["stage"] != "mail" || !strings.Contains(fmt.Sprint(l["error"]), wire.ErrSessionForced.Error()) {
 			t.Errorf("logged %v, want a check at MAIL abandoned by the shutdown", l)
 		}
 	}
@@ -217,7 +218,7 @@ func TestHangUpCancelsCheck(t *testing.T) {
 	gone.Close()
 	waitFor(t, "the hung-up session ends", func() bool { return f.d.Open() == 1 })
 	waitFor(t, "its check is abandoned", func() bool { return f.lost.Load() == 1 })
-	if l := f.abandoned(t)[0]; l["stage"] != "mail" || !strings.Contains(fmt.Sprint(l["error"]), errMTAHungUp.Error()) {
+	if l := f.abandoned(t)[0]; l["stage"] != "mail" || !strings.Contains(fmt.Sprint(l["error"]), wire.ErrMTAHungUp.Error()) {
 		t.Errorf("logged %v, want a check at MAIL abandoned because the MTA hung up", l)
 	}
 	// The other session's check still runs: only its own connection

@@ -918,7 +918,7 @@ func TestHandlerPanics(t *testing.T) {
 				opts := DaemonOptions{IdleTimeout: time.Minute, IOBuffer: mode.ioBuffer}
 				var offer gomilter.OptProtocol
 				if mode.noReply {
-					opts.NoReply, offer = NoReplyStages, postfixProtocol
+					opts.SkipReplies, offer = true, postfixProtocol
 					tt.want[0], tt.want[1] = "continue", "continue"
 				}
 				f := startFaultDaemon(t, opts, wrap)

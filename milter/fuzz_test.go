@@ -26,13 +26,14 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/milter/internal/wire"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
 // FuzzSession plays random packet streams, as a broken or hostile MTA
 // would send them, into a real session: go-milter's Server running our
 // NewServer milter over a unix socket pair, either plain or through our
-// Daemon with NoReply set to NoReplyStages, with checks answered from an
+// Daemon with SkipReplies, with checks answered from an
 // in-memory zone. For every input:
 //
 //   - no panic happens, in our callbacks (the guard would hide it as a
@@ -49,7 +50,7 @@ import (
 //     index down, and remove exactly the forged copies of our headers;
 //   - through the Daemon, the answer to a negotiation is go-milter's
 //     (version 2) unless the MTA offers version 6 or later and some of
-//     NoReplyStages: then it is version 6 with exactly those bits added;
+//     wire.NoReplyStages: then it is version 6 with exactly those bits added;
 //     the commands of the stages negotiated get no reply at all, and the
 //     Daemon closes a session for a protocol error only where go-milter
 //     itself answers such a command with something the MTA cannot be
@@ -110,7 +111,7 @@ func FuzzSession(f *testing.F) {
 		}
 		var noReply gomilter.OptProtocol
 		if viaDaemon {
-			noReply = NoReplyStages
+			noReply = wire.NoReplyStages
 		}
 		refused := checkResponses(t, cfg, srv, stream, resps, noReply)
 		checkDaemonEvents(t, events, refused)
@@ -238,7 +239,7 @@ func fuzzConfig(flags byte) *config.Config {
 // Bits of the mode byte of an input.
 const (
 	fuzzRaw       = 1 << iota // the stream is sent as it is, not framed here
-	fuzzViaDaemon             // the session runs through a Daemon with NoReply
+	fuzzViaDaemon             // the session runs through a Daemon with SkipReplies
 )
 
 // decodeFuzzInput splits an input into its config flags, whether the
@@ -286,8 +287,8 @@ type fuzzResponse struct {
 
 // runFuzzSession serves one session over a socket pair, sends stream and
 // half-closes, and returns every packet the milter sent until it closed
-// its end. viaDaemon serves it through a Daemon with NoReply set to
-// NoReplyStages, instead of go-milter's Server alone; the Daemon's events
+// its end. viaDaemon serves it through a Daemon with SkipReplies,
+// instead of go-milter's Server alone; the Daemon's events
 // about the session are returned too (fuzzDaemonLog). It fails t if the
 // session or one of its goroutines does not end within fuzzSessionBound,
 // or if the Daemon does not shut down cleanly after it.
@@ -315,7 +316,7 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte, viaDaemon bool) ([
 			// well before fuzzSessionBound.
 			IdleTimeout: fuzzSessionBound / 2,
 			IOBuffer:    DefaultIOBuffer,
-			NoReply:     NoReplyStages,
+			SkipReplies: true,
 			Log:         slog.New(dlog),
 		})
 		serve = func() { _ = d.Serve(ln) }
@@ -617,8 +618,9 @@ func headerName(data []byte) (string, string, bool) {
 type sentHeader struct{ name, value string }
 
 // checkResponses matches the milter's packets with the commands of
-// stream, in order, and checks each one. noReply is the Daemon's NoReply
-// when the session ran through one (0 for go-milter's Server alone): the
+// stream, in order, and checks each one. noReply is the stages a Daemon
+// with SkipReplies may negotiate (wire.NoReplyStages) when the session ran
+// through one (0 for go-milter's Server alone): the
 // commands of the stages a negotiation answer then lists in its protocol
 // mask get no reply. It returns whether the Daemon must have closed the
 // session for a protocol error: go-milter answered such a command with
@@ -640,7 +642,7 @@ func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stre
 				headers = append(headers, sentHeader{name, value})
 			}
 		}
-		if answered && quiet&commandBit(p.code) != 0 {
+		if answered && quiet&wire.CommandBit(p.code) != 0 {
 			answered = false
 			if p.code == 'C' && shortConnect(p.data) {
 				// go-milter answers its fixed tempfail itself, which the
@@ -684,8 +686,8 @@ func checkResponses(t *testing.T, cfg *config.Config, srv *gomilter.Server, stre
 // checkNegotiation checks the answer r to the MTA's negotiation packet
 // (its data offer) and returns the protocol mask it sets. go-milter
 // answers version 2 with its server's actions and protocol, whatever the
-// MTA offers. A Daemon with NoReply adds, with version 6, the NoReply bits
-// the MTA offers when it offers version 6 or later, and leaves the answer
+// MTA offers. A Daemon with SkipReplies adds, with version 6, the bits of
+// noReply the MTA offers when it offers version 6 or later, and leaves the answer
 // alone otherwise.
 func checkNegotiation(t *testing.T, srv *gomilter.Server, noReply gomilter.OptProtocol, offer []byte, r fuzzResponse) gomilter.OptProtocol {
 	t.Helper()
@@ -744,7 +746,7 @@ func checkFinal(t *testing.T, p sentPacket, r fuzzResponse) {
 		// go-milter's own answer to a connect packet without a port.
 	default:
 		// Fixed accept, reject, discard or tempfail would make go-milter
-		// drop the connection's data (NOTES.md); anything else is no reply.
+		// drop the connection's data (docs/wire.md); anything else is no reply.
 		t.Fatalf("command %q (%q) answered %q %q", p.code, p.data, r.code, r.data)
 	}
 }
@@ -1159,7 +1161,7 @@ func seedSession(ip, helo string, msgs ...[]fuzzPacket) []fuzzPacket {
 // fuzzSeeds are valid sessions through every result and config variant,
 // hostile values, and the malformed streams the MTA-side tests use, each
 // served by go-milter's Server alone; the sessions (and a few others)
-// again through a Daemon with NoReply; and negotiations that a Daemon
+// again through a Daemon with SkipReplies; and negotiations that a Daemon
 // must or must not upgrade.
 func fuzzSeeds() [][]byte {
 	var seeds, viaDaemon [][]byte
@@ -1232,7 +1234,7 @@ func fuzzSeeds() [][]byte {
 	for _, neg := range []fuzzPacket{
 		pNegotiateWith(2, 0xff),
 		pNegotiateWith(6, uint32(gomilter.OptNoHeaderReply)),
-		pNegotiateWith(6, 0x1fffff&^uint32(NoReplyStages)),
+		pNegotiateWith(6, 0x1fffff&^uint32(wire.NoReplyStages)),
 		pNegotiateWith(7, uint32(gomilter.OptNoHeloReply|gomilter.OptNoMailReply)),
 	} {
 		pkts := seedSession("192.0.2.9", "mx.fail.example", msg)

@@ -1,7 +1,6 @@
 package milter
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/milter/internal/wire"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -28,7 +28,7 @@ func TestNoReplyNegotiation(t *testing.T) {
 	all := uint32(0x1fffff) // every step and every SMFIP_NR_* bit, as Postfix offers
 	tests := []struct {
 		name       string
-		noReply    gomilter.OptProtocol // the Daemon's option
+		skip       bool // the Daemon's SkipReplies
 		mtaVersion uint32
 		mtaProto   uint32
 		// wantVersion and wantQuiet are the answer's version and the
@@ -36,23 +36,26 @@ func TestNoReplyNegotiation(t *testing.T) {
 		wantVersion uint32
 		wantQuiet   gomilter.OptProtocol
 	}{
-		{name: "Postfix, protocol 6", noReply: NoReplyStages, mtaVersion: 6, mtaProto: all,
-			wantVersion: 6, wantQuiet: NoReplyStages},
-		{name: "MTA offering only SMFIP_NR_HDR", noReply: NoReplyStages, mtaVersion: 6, mtaProto: uint32(gomilter.OptNoHeaderReply),
+		{name: "Postfix, protocol 6", skip: true, mtaVersion: 6, mtaProto: all,
+			wantVersion: 6, wantQuiet: wire.NoReplyStages},
+		{name: "MTA offering only SMFIP_NR_HDR", skip: true, mtaVersion: 6, mtaProto: uint32(gomilter.OptNoHeaderReply),
 			wantVersion: 6, wantQuiet: gomilter.OptNoHeaderReply},
-		{name: "MTA offering no SMFIP_NR_* bit", noReply: NoReplyStages, mtaVersion: 6, mtaProto: 0x7f &^ uint32(gomilter.OptNoHeaderReply),
+		{name: "MTA offering no SMFIP_NR_* bit", skip: true, mtaVersion: 6, mtaProto: 0x7f &^ uint32(gomilter.OptNoHeaderReply),
 			wantVersion: 2},
-		{name: "MTA of protocol 2 offering no_header_reply", noReply: NoReplyStages, mtaVersion: 2, mtaProto: 0x7f | uint32(gomilter.OptNoHeaderReply),
+		{name: "MTA of protocol 2 offering no_header_reply", skip: true, mtaVersion: 2, mtaProto: 0x7f | uint32(gomilter.OptNoHeaderReply),
 			wantVersion: 2},
-		{name: "option off", noReply: 0, mtaVersion: 6, mtaProto: all,
+		{name: "option off", skip: false, mtaVersion: 6, mtaProto: all,
 			wantVersion: 2},
-		{name: "option allowing more than the session's stages", noReply: NoReplyStages | gomilter.OptNoMailReply, mtaVersion: 6, mtaProto: all,
-			wantVersion: 6, wantQuiet: NoReplyStages | gomilter.OptNoMailReply},
+		// A filter allowed more than the session's stages is
+		// TestReplyFilter's; SkipReplies never negotiates more.
+		{name: "MTA offering only the stages a session decides at", skip: true, mtaVersion: 6,
+			mtaProto:    uint32(gomilter.OptNoMailReply | gomilter.OptNoRcptReply | gomilter.OptNoBodyReply | gomilter.OptNoDataReply | gomilter.OptNoUnknownReply),
+			wantVersion: 2},
 	}
 	for _, rb := range []int{0, DefaultIOBuffer} {
 		for _, tt := range tests {
 			t.Run(fmt.Sprintf("io-buffer=%d/%s", rb, tt.name), func(t *testing.T) {
-				addr, logs := startNoReplyDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb, NoReply: tt.noReply})
+				addr, logs := startNoReplyDaemon(t, DaemonOptions{IdleTimeout: time.Minute, IOBuffer: rb, SkipReplies: tt.skip})
 				optneg := binary.BigEndian.AppendUint32(nil, tt.mtaVersion)
 				optneg = binary.BigEndian.AppendUint32(optneg, 0x1ff)
 				optneg = binary.BigEndian.AppendUint32(optneg, tt.mtaProto)
@@ -68,8 +71,8 @@ func TestNoReplyNegotiation(t *testing.T) {
 					t.Errorf("negotiated version %d, protocol %#x; want %d, %#x", version, proto, tt.wantVersion, goMilterProtocol|tt.wantQuiet)
 				}
 				logged := strings.Contains(logs.String(), "milter protocol 6 negotiated, replies skipped")
-				if logged != (tt.wantQuiet != 0) || logged && !strings.Contains(logs.String(), "stages="+stageNames(tt.wantQuiet)+"\n") {
-					t.Errorf("daemon log %q, want the negotiation logged with stages %q: %v", logs.String(), stageNames(tt.wantQuiet), tt.wantQuiet != 0)
+				if logged != (tt.wantQuiet != 0) || logged && !strings.Contains(logs.String(), "stages="+wire.StageNames(tt.wantQuiet)+"\n") {
+					t.Errorf("daemon log %q, want the negotiation logged with stages %q: %v", logs.String(), wire.StageNames(tt.wantQuiet), tt.wantQuiet != 0)
 				}
 
 				// Every command not left unanswered gets one reply, in
@@ -78,7 +81,7 @@ func TestNoReplyNegotiation(t *testing.T) {
 				for _, p := range pkts[1:] {
 					switch {
 					case p.code == 'D' || p.code == 'Q':
-					case tt.wantQuiet&commandBit(p.code) != 0:
+					case tt.wantQuiet&wire.CommandBit(p.code) != 0:
 					case p.code == 'E':
 						// Two forged fields removed; Received-SPF for MAIL FROM
 						// and HELO, and Authentication-Results, inserted.
@@ -197,87 +200,6 @@ func exchange(t *testing.T, addr string, pkts []fuzzPacket) []fuzzResponse {
 		t.Fatal(err)
 	}
 	return resps
-}
-
-// TestReplyFilter covers what a whole session cannot reach: packets
-// written in pieces, and replies that must not be dropped.
-func TestReplyFilter(t *testing.T) {
-	packet := func(code byte, data ...byte) []byte { return appendPacket(nil, code, data) }
-	optnegReply := packet('O', 0, 0, 0, 2, 0, 0, 0, 0x31, 0, 0, 3, 0x10)
-	offer := func(version uint32, proto gomilter.OptProtocol) []byte {
-		d := binary.BigEndian.AppendUint32(nil, version)
-		d = binary.BigEndian.AppendUint32(d, 0x1ff)
-		return binary.BigEndian.AppendUint32(d, uint32(proto))
-	}
-	tests := []struct {
-		name string
-		// read is the command go-milter read; writes are its writes.
-		read    []byte
-		writes  [][]byte
-		want    []byte
-		wantErr string
-	}{
-		{name: "answer to the negotiation in three writes", read: packet('O', offer(6, 0x1fffff)...),
-			writes: [][]byte{optnegReply[:3], optnegReply[3:9], optnegReply[9:]},
-			want:   packet('O', 0, 0, 0, 6, 0, 0, 0, 0x31, 0, 0x04, 0x33, 0x90)},
-		{name: "continue to a header dropped", read: packet('L', 'X', 0, 'y', 0),
-			writes: [][]byte{packet('c')}, want: nil},
-		{name: "refusal to a header dropped, to be repeated", read: packet('L', 'X', 0, 'y', 0),
-			writes: [][]byte{packet('y', []byte("451 4.3.0 x\x00")...)}, want: nil},
-		{name: "continue to MAIL kept", read: packet('M', '<', '>', 0),
-			writes: [][]byte{packet('c')}, want: packet('c')},
-		{name: "header left unanswered, then MAIL", read: append(packet('L', 'X', 0, 'y', 0), packet('M', '<', '>', 0)...),
-			writes: [][]byte{packet('c')}, want: packet('c')},
-		{name: "reject to a header", read: packet('L', 'X', 0, 'y', 0),
-			writes: [][]byte{packet('r')}, wantErr: `reply 'r'`},
-		{name: "negotiation answered with something else", read: packet('O', offer(6, 0x1fffff)...),
-			writes: [][]byte{packet('c')}, wantErr: "negotiation answered"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := &replyFilter{allowed: NoReplyStages}
-			var frame packetFrame
-			// The negotiation of protocol 6 comes first, except where the
-			// case is the negotiation.
-			if tt.read[4] != 'O' {
-				frame.consume(packet('O', offer(6, 0x1fffff)...), f.packetRead)
-				if _, err := f.filter(optnegReply); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Read a byte at a time: the frame must put the packet
-			// together.
-			for i := range tt.read {
-				frame.consume(tt.read[i:i+1], f.packetRead)
-			}
-			var got []byte
-			var err error
-			for _, w := range tt.writes {
-				var out []byte
-				out, err = f.filter(w)
-				if err != nil {
-					break
-				}
-				got = append(got, out...)
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one with %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, tt.want) {
-				t.Errorf("sent % x\nwant % x", got, tt.want)
-			}
-			// What follows passes untouched.
-			if out, err := f.filter(packet('c')); err != nil || !bytes.Equal(out, packet('c')) {
-				t.Errorf("next packet sent as % x, %v", out, err)
-			}
-		})
-	}
 }
 
 // postfixProtocol is the protocol mask Postfix offers with its default

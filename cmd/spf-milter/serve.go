@@ -22,6 +22,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/decisions"
+	"github.com/spf-milter/spf-milter/internal/httpserve"
 	"github.com/spf-milter/spf-milter/milter"
 	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
@@ -62,8 +63,7 @@ type serveOptions struct {
 	drainTimeout time.Duration
 	// ioBuffer is milter.DaemonOptions.IOBuffer.
 	ioBuffer int
-	// skipReplies sets milter.DaemonOptions.NoReply to
-	// milter.NoReplyStages.
+	// skipReplies is milter.DaemonOptions.SkipReplies.
 	skipReplies bool
 	// setDefaultLogger makes each config's logger the process default, so
 	// that go-milter's own log.Printf lines come out in the configured
@@ -83,7 +83,7 @@ type serveOptions struct {
 	load func(path string, explicit bool) (*config.Config, bool, error)
 	// httpLimits bound the metrics and why listeners; the zero value is
 	// milter's defaults, which tests shorten.
-	httpLimits milter.HTTPLimits
+	httpLimits httpserve.Limits
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveOptions, error) {
@@ -333,7 +333,7 @@ const httpShutdownTimeout = 5 * time.Second
 
 // httpListener is the running metrics and health listener.
 type httpListener struct {
-	srv  *milter.HTTPServer
+	srv  *httpserve.Server
 	addr net.Addr
 	done chan struct{}
 }
@@ -341,15 +341,15 @@ type httpListener struct {
 // startHTTP opens the metrics listener on addr and serves it, not ready
 // yet, with the why page at /why when page is not nil; with no addr it
 // returns nil, which the methods accept. limits bound its connections.
-func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler, limits milter.HTTPLimits) (*httpListener, error) {
+func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler, limits httpserve.Limits) (*httpListener, error) {
 	if addr == "" {
 		return nil, nil
 	}
-	ln, err := milter.ListenHTTP(addr)
+	ln, err := httpserve.Listen(addr)
 	if err != nil {
 		return nil, err
 	}
-	h := &httpListener{srv: milter.NewHTTPServer(m, log), addr: ln.Addr(), done: make(chan struct{})}
+	h := &httpListener{srv: httpserve.New(m.Handler(), log), addr: ln.Addr(), done: make(chan struct{})}
 	h.srv.SetLimits(limits)
 	if page != nil {
 		h.srv.Handle("/why", page)
@@ -370,7 +370,7 @@ func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handl
 // there at /why, with a /healthz as on the metrics listener but no
 // metrics, not ready yet; with no addr it returns nil. limits bound its
 // connections.
-func startWhy(addr string, page *whyPage, log *slog.Logger, limits milter.HTTPLimits) (*httpListener, error) {
+func startWhy(addr string, page *whyPage, log *slog.Logger, limits httpserve.Limits) (*httpListener, error) {
 	if addr == "" || page == nil {
 		return nil, nil
 	}
@@ -378,7 +378,7 @@ func startWhy(addr string, page *whyPage, log *slog.Logger, limits milter.HTTPLi
 	if err != nil {
 		return nil, fmt.Errorf("why page listener on %s: %w", addr, err)
 	}
-	h := &httpListener{srv: milter.NewHTTPServer(nil, log), addr: ln.Addr(), done: make(chan struct{})}
+	h := &httpListener{srv: httpserve.New(nil, log), addr: ln.Addr(), done: make(chan struct{})}
 	h.srv.SetLimits(limits)
 	h.srv.Handle("/why", page)
 	go func() {
@@ -655,10 +655,8 @@ func daemonOptions(rt *milter.Runtime, o *serveOptions) milter.DaemonOptions {
 		IdleTimeout: rt.Config.Session.IdleTimeout,
 		MaxDuration: rt.Config.Session.MaxDuration,
 		IOBuffer:    o.ioBuffer,
+		SkipReplies: o.skipReplies,
 		Log:         rt.Log,
-	}
-	if o.skipReplies {
-		opts.NoReply = milter.NoReplyStages
 	}
 	return opts
 }

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	gomilter "github.com/emersion/go-milter"
-
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/milter"
 )
@@ -15,15 +13,15 @@ import (
 // options.
 func TestServeFlags(t *testing.T) {
 	tests := []struct {
-		args        []string
-		wantBuffer  int
-		wantNoReply gomilter.OptProtocol
-		wantErr     string
+		args       []string
+		wantBuffer int
+		wantSkip   bool
+		wantErr    string
 	}{
-		{args: nil, wantBuffer: milter.DefaultIOBuffer, wantNoReply: milter.NoReplyStages},
+		{args: nil, wantBuffer: milter.DefaultIOBuffer, wantSkip: true},
 		{args: []string{"--skip-replies=false"}, wantBuffer: milter.DefaultIOBuffer},
 		{args: []string{"--io-buffer", "0", "--skip-replies=false"}, wantBuffer: 0},
-		{args: []string{"--io-buffer", "4096", "--skip-replies"}, wantBuffer: 4096, wantNoReply: milter.NoReplyStages},
+		{args: []string{"--io-buffer", "4096", "--skip-replies"}, wantBuffer: 4096, wantSkip: true},
 		{args: []string{"--io-buffer", "-1"}, wantErr: "bad --io-buffer -1"},
 		{args: []string{"--skip-replies=maybe"}, wantErr: "skip-replies"},
 	}
@@ -42,8 +40,8 @@ func TestServeFlags(t *testing.T) {
 				t.Fatal(err)
 			}
 			opts := daemonOptions(rt, o)
-			if opts.IOBuffer != tt.wantBuffer || opts.NoReply != tt.wantNoReply {
-				t.Errorf("IOBuffer %d, NoReply %#x; want %d, %#x", opts.IOBuffer, opts.NoReply, tt.wantBuffer, tt.wantNoReply)
+			if opts.IOBuffer != tt.wantBuffer || opts.SkipReplies != tt.wantSkip {
+				t.Errorf("IOBuffer %d, SkipReplies %v; want %d, %v", opts.IOBuffer, opts.SkipReplies, tt.wantBuffer, tt.wantSkip)
 			}
 			if opts.IdleTimeout != cfg.Session.IdleTimeout || opts.MaxDuration != cfg.Session.MaxDuration {
 				t.Errorf("session limits %v, %v; want the config's %v, %v", opts.IdleTimeout, opts.MaxDuration, cfg.Session.IdleTimeout, cfg.Session.MaxDuration)

@@ -10,7 +10,8 @@
 // With -io-buffer N the sessions are served through spf-milter's own I/O
 // layer (milter.Daemon with that IOBuffer: reads through a buffer, the
 // packets of a reply sent in one write, no reply to the commands of
-// milter.NoReplyStages for an MTA of protocol 6), as spf-milter serve
+// the stages milter.DaemonOptions.SkipReplies covers for an MTA of
+// protocol 6), as spf-milter serve
 // does by default, with spf-milter's garbage collector setting
 // (milter.DefaultGCPercent); 0 (the default) is plain go-milter: two
 // system calls per packet read, one per packet written, and a reply to
@@ -66,7 +67,7 @@ func main() {
 		}
 		// It answers continue everywhere, so it can skip the replies
 		// spf-milter's sessions skip.
-		d := spfmilter.NewDaemon(srv, spfmilter.DaemonOptions{IOBuffer: *ioBuffer, NoReply: spfmilter.NoReplyStages, Log: slog.New(slog.DiscardHandler)})
+		d := spfmilter.NewDaemon(srv, spfmilter.DaemonOptions{IOBuffer: *ioBuffer, SkipReplies: true, Log: slog.New(slog.DiscardHandler)})
 		serve, stop = d.Serve, func() { d.Shutdown(context.Background()) }
 	}
 	go func() {

@@ -164,8 +164,8 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		r.Target = "spf-milter (this build has no --io-buffer), DNS cache on"
 	}
 	if f.SkipReplies {
-		// Offered protocol 6, as Postfix offers it: the replies of
-		// milter.NoReplyStages are skipped.
+		// Offered protocol 6, as Postfix offers it: the replies of the
+		// stages milter.DaemonOptions.SkipReplies covers are skipped.
 		r.v6 = true
 		r.Target += ", replies skipped (protocol 6)"
 	}

@@ -222,7 +222,7 @@ type SPFMilterFeatures struct {
 	CacheSize bool
 	// SkipReplies: serve has --skip-replies, on by default: the daemon
 	// answers an MTA of protocol 6 with version 6 and lets it skip the
-	// replies of milter.NoReplyStages.
+	// replies of the stages milter.DaemonOptions.SkipReplies covers.
 	SkipReplies bool
 }
 

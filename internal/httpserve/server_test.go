@@ -1,4 +1,4 @@
-package milter
+package httpserve
 
 import (
 	"context"
@@ -13,11 +13,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf-milter/spf-milter/milter"
 )
 
 func TestHTTPRoutes(t *testing.T) {
-	m := NewMetrics()
-	h := NewHTTPServer(m, nil)
+	h := New(milter.NewMetrics().Handler(), nil)
 	h.Handle("/why", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "because\n") }))
 
 	type step struct {
@@ -86,7 +87,7 @@ func TestHTTPRoutes(t *testing.T) {
 	})
 
 	t.Run("no metrics", func(t *testing.T) {
-		h := NewHTTPServer(nil, nil)
+		h := New(nil, nil)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		if rec.Code != http.StatusNotFound {
@@ -98,12 +99,12 @@ func TestHTTPRoutes(t *testing.T) {
 // TestHTTPServeShutdown runs the server on a real listener: it answers,
 // and after Shutdown Serve returns nil and nothing listens.
 func TestHTTPServeShutdown(t *testing.T) {
-	ln, err := ListenHTTP("127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	h := NewHTTPServer(NewMetrics(), nil)
+	h := New(milter.NewMetrics().Handler(), nil)
 	h.SetReady(true)
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(ln) }()
@@ -140,15 +141,15 @@ func TestHTTPServeShutdown(t *testing.T) {
 	}
 }
 
-func TestListenHTTPBusy(t *testing.T) {
+func TestListenBusy(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	_, err = ListenHTTP(taken.Addr().String())
+	_, err = Listen(taken.Addr().String())
 	if err == nil || !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "metrics listener on "+taken.Addr().String()) {
-		t.Errorf("ListenHTTP on a taken port: %v, want address in use, naming the metrics listener", err)
+		t.Errorf("Listen on a taken port: %v, want address in use, naming the metrics listener", err)
 	}
 }
 
@@ -156,7 +157,7 @@ func TestListenHTTPBusy(t *testing.T) {
 // that sends its request slowly, or never reads the answer, cannot hold a
 // connection for ever.
 func TestHTTPTimeouts(t *testing.T) {
-	h := NewHTTPServer(nil, nil)
+	h := New(nil, nil)
 	for name, d := range map[string]time.Duration{
 		"ReadHeaderTimeout": h.srv.ReadHeaderTimeout,
 		"ReadTimeout":       h.srv.ReadTimeout,
@@ -185,13 +186,13 @@ func TestHTTPTimeouts(t *testing.T) {
 // connection was accepted, and each held a descriptor for two minutes.
 func TestHTTPConnectionCap(t *testing.T) {
 	const maxConns, clients = 4, 54
-	ln, err := ListenHTTP("127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := NewHTTPServer(nil, nil)
+	h := New(nil, nil)
 	h.SetReady(true)
-	h.SetLimits(HTTPLimits{MaxConns: maxConns, IdleTimeout: 100 * time.Millisecond})
+	h.SetLimits(Limits{MaxConns: maxConns, IdleTimeout: 100 * time.Millisecond})
 	cl := &countingListener{Listener: ln}
 	ln = cl
 	served := make(chan error, 1)
@@ -284,9 +285,9 @@ func TestDefaultMaxConns(t *testing.T) {
 		nofile uint64
 		want   int
 	}{
-		{0, DefaultHTTPMaxConns}, // limit unknown
-		{1 << 20, DefaultHTTPMaxConns},
-		{1024, DefaultHTTPMaxConns},
+		{0, DefaultMaxConns}, // limit unknown
+		{1 << 20, DefaultMaxConns},
+		{1024, DefaultMaxConns},
 		{256, 32},
 		{64, 8},
 		{3, 1},

@@ -1,4 +1,4 @@
-package milter
+package wire
 
 import (
 	"encoding/binary"
@@ -8,11 +8,13 @@ import (
 	gomilter "github.com/emersion/go-milter"
 )
 
-// NoReplyStages are the stages at which a session's reply may go unsent
-// (DaemonOptions.NoReply): connect, HELO, each header field and the end of
-// the headers. A session decides at MAIL FROM, RCPT TO and the end of the
-// message; a failure at an earlier stage marks the connection or the
-// message, and the next stage that is answered refuses it again.
+// NoReplyStages are the stages whose replies Options.SkipReplies lets an
+// MTA of protocol 6 skip waiting for: connect, HELO, each header field and
+// the end of the headers. They are the only ones: spf-milter decides at
+// MAIL FROM, RCPT TO and the end of the message, and a failure at an
+// earlier stage marks the connection or the message, so that the next
+// stage that is answered refuses it again. A refusal at a stage the MTA
+// does not wait for would be lost, and the mail accepted.
 const NoReplyStages = gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply
 
 // noReplyProtocol is the protocol version that defines all the SMFIP_NR_*
@@ -46,9 +48,21 @@ var replyBits = func() (bits [256]gomilter.OptProtocol) {
 	return bits
 }()
 
-// commandBit maps a command code to the SMFIP_NR_* bit that lets the
-// milter leave it unanswered.
-func commandBit(code byte) gomilter.OptProtocol { return replyBits[code] }
+// CommandBit is the SMFIP_NR_* bit that lets a milter leave the command
+// of code unanswered; 0 for a command that is always answered.
+func CommandBit(code byte) gomilter.OptProtocol { return replyBits[code] }
+
+// StageNames names the SMFIP_NR_* bits of p as the log does
+// ("connect,helo,header,eoh").
+func StageNames(p gomilter.OptProtocol) string {
+	var names []string
+	for _, st := range replyStages {
+		if p&st.bit != 0 {
+			names = append(names, st.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
 
 // replyAction is what replyFilter does with the next packet go-milter
 // writes.
@@ -72,7 +86,8 @@ const (
 // it reads, and nothing else before it, so the reply is the next packet
 // written.
 type replyFilter struct {
-	// allowed is DaemonOptions.NoReply; quiet is what was negotiated.
+	// allowed is the stages that may go unanswered (NoReplyStages for a
+	// Conn); quiet is what was negotiated.
 	allowed, quiet gomilter.OptProtocol
 	next           replyAction
 	// pkt gathers a packet to drop or change until it is whole.
@@ -80,17 +95,6 @@ type replyFilter struct {
 	// upgraded is set when the negotiation's answer was changed, until
 	// the connection logs it.
 	upgraded bool
-}
-
-// stageNames names the SMFIP_NR_* bits of p, for the log.
-func stageNames(p gomilter.OptProtocol) string {
-	var names []string
-	for _, st := range replyStages {
-		if p&st.bit != 0 {
-			names = append(names, st.name)
-		}
-	}
-	return strings.Join(names, ",")
 }
 
 // packetRead notes a whole packet go-milter has read: its command code
@@ -110,7 +114,7 @@ func (f *replyFilter) packetRead(code byte, data []byte) {
 		}
 		return
 	}
-	if f.quiet&commandBit(code) != 0 {
+	if f.quiet&CommandBit(code) != 0 {
 		f.next = dropReply
 	}
 }
