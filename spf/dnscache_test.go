@@ -549,6 +549,9 @@ func TestDNSSingleflightContexts(t *testing.T) {
 				endLeader()
 			}
 			if tt.followerErr != nil {
+				// On a loaded machine the leader may not have sent its
+				// query yet; ending it then would send none at all.
+				waitUntil(t, func() bool { return len(srv.queryIDs()) >= 1 })
 				endFollower()
 				if res := <-follower; !errors.Is(res.err, tt.followerErr) {
 					t.Errorf("follower: %q, %v; want %v", res.txt, res.err, tt.followerErr)
