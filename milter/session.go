@@ -17,6 +17,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/milter/internal/wire"
 	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
@@ -199,7 +200,7 @@ func (s *session) learnFromMacros(m *gomilter.Modifier) {
 		return
 	}
 	raw := macro(m, "client_addr")
-	ip, ok := parseClientAddr(raw)
+	ip, ok := wire.ParseClientAddr(raw)
 	if !ok {
 		if raw != "" {
 			s.conn.addrProblem = fmt.Sprintf("{client_addr} %q is not an IP address", raw)
@@ -414,7 +415,7 @@ func (s *session) BodyChunk(_ []byte, m *gomilter.Modifier) (gomilter.Response, 
 
 // Body implements gomilter.Milter: the end of the message, the only place
 // where headers may change. It answers continue, which the MTA takes as
-// "no objection", never a final accept (NOTES.md).
+// "no objection", never a final accept (docs/wire.md).
 func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	return s.guard("eom", func() (gomilter.Response, error) {
 		s.ensureConn(m)

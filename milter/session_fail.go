@@ -89,7 +89,7 @@ func tempfailResponse() gomilter.Response {
 }
 
 // noClientAddr defers a message whose client address is unknown: the MTA
-// sent none, or none that parseClientAddr reads. Checked without one, it
+// sent none, or none that wire.ParseClientAddr reads. Checked without one, it
 // would be a permerror, which the default policy accepts, whatever the
 // sender's record says.
 func (s *session) noClientAddr() gomilter.Response {

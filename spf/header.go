@@ -122,7 +122,7 @@ func (o *Outcome) authEntry() authEntry {
 		return e
 	}
 	// OpenDMARC compares smtp.mailfrom with the envelope domain and only
-	// matches a bare domain (NOTES.md), so the local part is dropped.
+	// matches a bare domain (docs/interop.md), so the local part is dropped.
 	domain := o.Domain
 	if domain == "" {
 		if at := strings.LastIndexByte(o.Sender, '@'); at >= 0 {
@@ -317,7 +317,7 @@ func isAddress(s string) bool {
 }
 
 // authservToken returns id as an RFC 8601 authserv-id (a MIME token or a
-// quoted-string), since authres.Format copies it into the header verbatim.
+// quoted-string), since it goes into the header as it is.
 func authservToken(id string) string {
 	id = cleanText(id)
 	if id != "" && isToken(id) {

@@ -339,7 +339,7 @@ func TestReceivedSPFHostile(t *testing.T) {
 
 // TestReceivedSPFSpamAssassin: SpamAssassin takes the result from the start
 // of the header and the identity from the last "identity=" (a greedy
-// ".*\bidentity=", NOTES.md), so text in earlier values must not fool it.
+// ".*\bidentity=", docs/interop.md), so text in earlier values must not fool it.
 func TestReceivedSPFSpamAssassin(t *testing.T) {
 	sa := regexp.MustCompile(`(?i)^received-spf:\s*(pass|neutral|(?:soft)?fail|(?:temp|perm)error|none)\b(?:.*\bidentity=([a-z]+))?`)
 	for _, v := range []string{"identity=helo", "x; identity=helo", "a:x.identity=helo.example", "(identity=helo)"} {
