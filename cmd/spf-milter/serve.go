@@ -77,7 +77,7 @@ type serveOptions struct {
 	// tests can hold a reload in the middle of reading.
 	load func(path string, explicit bool) (*config.Config, bool, error)
 	// httpLimits bound the metrics and why listeners; the zero value is
-	// milter's defaults, which tests shorten.
+	// httpserve's defaults, which tests shorten.
 	httpLimits httpserve.Limits
 }
 
