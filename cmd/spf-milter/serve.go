@@ -6,14 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,9 +22,6 @@ import (
 	"github.com/spf-milter/spf-milter/decisions"
 	"github.com/spf-milter/spf-milter/internal/httpserve"
 	"github.com/spf-milter/spf-milter/milter"
-	"github.com/spf-milter/spf-milter/policy"
-	"github.com/spf-milter/spf-milter/spf"
-	"github.com/spf-milter/spf-milter/why"
 )
 
 const serveUsage = `Usage: spf-milter serve [--config PATH] [--drain-timeout DURATION] [--io-buffer BYTES]
@@ -82,7 +77,7 @@ type serveOptions struct {
 	// tests can hold a reload in the middle of reading.
 	load func(path string, explicit bool) (*config.Config, bool, error)
 	// httpLimits bound the metrics and why listeners; the zero value is
-	// milter's defaults, which tests shorten.
+	// httpserve's defaults, which tests shorten.
 	httpLimits httpserve.Limits
 }
 
@@ -303,13 +298,6 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, stderr io.
 	}
 }
 
-// reloadResult is what a reload made: a runtime and its resolver, or a
-// nil runtime when the running config is kept.
-type reloadResult struct {
-	rt  *milter.Runtime
-	dns *resolverSetup
-}
-
 // shutdown stops accepting and drains the open sessions for at most
 // drain, then waits for Serve to return. The metrics listener answers
 // /healthz with 503 from the start, so that a load balancer or
@@ -326,357 +314,6 @@ func shutdown(d *milter.Daemon, web *httpListener, log *slog.Logger, drain time.
 	<-served
 	web.stop(log)
 	log.Info("stopped")
-}
-
-// httpShutdownTimeout bounds the wait for scrapes in flight at exit.
-const httpShutdownTimeout = 5 * time.Second
-
-// httpListener is the running metrics and health listener.
-type httpListener struct {
-	srv  *httpserve.Server
-	addr net.Addr
-	done chan struct{}
-}
-
-// startHTTP opens the metrics listener on addr and serves it, not ready
-// yet, with the why page at /why when page is not nil; with no addr it
-// returns nil, which the methods accept. limits bound its connections.
-func startHTTP(addr string, m *milter.Metrics, log *slog.Logger, page http.Handler, limits httpserve.Limits) (*httpListener, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	ln, err := httpserve.Listen(addr)
-	if err != nil {
-		return nil, err
-	}
-	h := &httpListener{srv: httpserve.New(m.Handler(), log), addr: ln.Addr(), done: make(chan struct{})}
-	h.srv.SetLimits(limits)
-	if page != nil {
-		h.srv.Handle("/why", page)
-		log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String())
-	}
-	go func() {
-		defer close(h.done)
-		if err := h.srv.Serve(ln); err != nil {
-			// Mail matters more than metrics: the milter keeps running.
-			log.Error("metrics listener failed; metrics and /healthz are unavailable", "error", err)
-		}
-	}()
-	log.Info("metrics and /healthz on http://"+ln.Addr().String(), "addr", ln.Addr().String(), "max_connections", h.srv.MaxConns())
-	return h, nil
-}
-
-// startWhy opens the why page's own listener on addr and serves the page
-// there at /why, with a /healthz as on the metrics listener but no
-// metrics, not ready yet; with no addr it returns nil. limits bound its
-// connections.
-func startWhy(addr string, page *whyPage, log *slog.Logger, limits httpserve.Limits) (*httpListener, error) {
-	if addr == "" || page == nil {
-		return nil, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("why page listener on %s: %w", addr, err)
-	}
-	h := &httpListener{srv: httpserve.New(nil, log), addr: ln.Addr(), done: make(chan struct{})}
-	h.srv.SetLimits(limits)
-	h.srv.Handle("/why", page)
-	go func() {
-		defer close(h.done)
-		if err := h.srv.Serve(ln); err != nil {
-			log.Error("why page listener failed; the page is unavailable", "error", err)
-		}
-	}()
-	log.Info("why page on http://"+ln.Addr().String()+"/why", "addr", ln.Addr().String(), "max_connections", h.srv.MaxConns())
-	return h, nil
-}
-
-// whyPage is the why page under the running config: its checks use the
-// current runtime's checker (and so its resolver and cache), and a reload
-// that changes why.rate, why.concurrent or why.cache starts a new handler
-// with those limits and an empty cache.
-type whyPage struct {
-	checker func() *spf.Checker
-	// policy is why.Options.Policy: the current config's.
-	policy func() *policy.Policy
-	cur    atomic.Pointer[whyVersion]
-}
-
-// whyVersion is the page's handler and the settings it was made with.
-type whyVersion struct {
-	settings config.Why
-	h        http.Handler
-}
-
-// newWhyPage returns the why page for cfg, or nil when no listener would
-// serve it (why.listen and metrics.listen both empty).
-func newWhyPage(cfg *config.Config, current func() *milter.Runtime, log *slog.Logger) *whyPage {
-	if cfg.Why.Listen == "" && cfg.Metrics.Listen == "" {
-		if cfg.Why.URL != "" {
-			log.Warn("why.url is set but this daemon serves no why page: set why.listen or metrics.listen, or serve it elsewhere", "url", cfg.Why.URL)
-		}
-		return nil
-	}
-	p := &whyPage{
-		checker: func() *spf.Checker { return current().Checker },
-		// The page explains the check a session would have decided by
-		// under the config of the moment, as the decision log's replay
-		// does.
-		policy: func() *policy.Policy { return current().Policy },
-	}
-	p.update(cfg.Why, log)
-	return p
-}
-
-// update applies the why settings of a new config.
-func (p *whyPage) update(w config.Why, log *slog.Logger) {
-	if p == nil {
-		return
-	}
-	old := p.cur.Load()
-	if old != nil && old.settings.Rate == w.Rate && old.settings.Concurrent == w.Concurrent && old.settings.Cache == w.Cache {
-		return
-	}
-	ttl := w.Cache
-	if ttl == 0 {
-		ttl = -1 // why.Options: negative turns the cache off
-	}
-	p.cur.Store(&whyVersion{settings: w, h: why.NewHandler(why.Options{
-		Checker:    p.checker,
-		Policy:     p.policy,
-		Rate:       w.Rate,
-		Concurrent: w.Concurrent,
-		CacheTTL:   ttl,
-		Log:        log,
-	})})
-}
-
-// ServeHTTP serves the page with the handler of the latest settings.
-func (p *whyPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.cur.Load().h.ServeHTTP(w, r)
-}
-
-func (h *httpListener) setReady() {
-	if h != nil {
-		h.srv.SetReady(true)
-	}
-}
-
-func (h *httpListener) draining() {
-	if h != nil {
-		h.srv.Draining()
-	}
-}
-
-// stop closes the listener, letting scrapes in flight finish briefly.
-func (h *httpListener) stop(log *slog.Logger) {
-	if h == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
-	defer cancel()
-	if err := h.srv.Shutdown(ctx); err != nil {
-		log.Warn("metrics listener did not close cleanly", "error", err)
-	}
-	<-h.done
-}
-
-// reload loads the config file again. It returns the new runtime and the
-// resolver it uses (oldDNS when the dns settings did not change, so that
-// the cache survives), or nil after logging why the running one is kept.
-func reload(o serveOptions, listening *config.Config, old *milter.Runtime, oldDNS *resolverSetup, m *milter.Metrics, stderr io.Writer) (*milter.Runtime, *resolverSetup) {
-	old.Log.Info("reloading the config", "path", o.configPath)
-	rt, dns, err := rebuild(o, listening, oldDNS, m, stderr)
-	if err != nil {
-		for _, problem := range strings.Split(err.Error(), "\n") {
-			if problem = strings.TrimSpace(problem); problem != "" {
-				old.Log.Error("config problem", "path", o.configPath, "problem", problem)
-			}
-		}
-		old.Log.Error("reload failed; the running config is kept", "path", o.configPath, "error", oneLine(err))
-		return nil, oldDNS
-	}
-	return rt, dns
-}
-
-// rebuild is reload's work: the config file's runtime, logging to the new
-// logger what changed that a reload does not apply.
-func rebuild(o serveOptions, listening *config.Config, oldDNS *resolverSetup, m *milter.Metrics, stderr io.Writer) (*milter.Runtime, *resolverSetup, error) {
-	load := loadServeConfig
-	if o.load != nil {
-		load = o.load
-	}
-	cfg, defaults, err := load(o.configPath, o.explicit)
-	if err != nil {
-		return nil, nil, err
-	}
-	dns, kept, err := newResolver(cfg.DNS, m, oldDNS)
-	if err != nil {
-		return nil, nil, err
-	}
-	rt, err := newRuntime(cfg, dns.resolver, m, stderr)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !sameListen(listening, cfg) {
-		rt.Log.Warn("listen or socket_mode changed; restart spf-milter to apply it",
-			"listening", listening.Listen, "configured", cfg.Listen)
-	}
-	if listening.Metrics.Listen != cfg.Metrics.Listen {
-		rt.Log.Warn("metrics.listen changed; restart spf-milter to apply it",
-			"listening", listening.Metrics.Listen, "configured", cfg.Metrics.Listen)
-	}
-	if listening.Why.Listen != cfg.Why.Listen {
-		rt.Log.Warn("why.listen changed; restart spf-milter to apply it",
-			"listening", listening.Why.Listen, "configured", cfg.Why.Listen)
-	}
-	if kept {
-		rt.Log.Info("DNS settings unchanged; the resolver and its cache are kept", "cache_entries", dns.resolver.CacheLen())
-	} else {
-		rt.Log.Info("DNS settings changed; a new resolver starts with an empty cache",
-			"servers", strings.Join(dns.servers, ","), "timeout", dns.timeout.String(), "cache_size", dns.cacheSize, "cache_bytes", dns.cacheBytes)
-	}
-	if defaults {
-		rt.Log.Info("no config file; running on the built-in defaults", "path", o.configPath)
-	}
-	rt.Log.Info("config reloaded", "path", o.configPath)
-	return rt, dns, nil
-}
-
-// decisionLogOptions are the decision log writer's options for c.
-func decisionLogOptions(c config.DecisionLog) decisions.Options {
-	return decisions.Options{Path: c.Path, MaxSize: c.MaxSize, Keep: c.Keep}
-}
-
-// useDecisionLog sets the decision log up for rt's config, reopening the
-// file (SIGHUP is how logrotate asks for that), and has rt's sessions
-// write to it when the config names a file. It says where the log goes
-// only when the file opened, and otherwise why not; the writer tries
-// again later and logs its later errors itself.
-func useDecisionLog(rt *milter.Runtime, w *decisions.Writer) {
-	w.SetLogger(rt.Log)
-	err := w.Configure(decisionLogOptions(rt.Config.DecisionLog))
-	dl := rt.Config.DecisionLog
-	if dl.Path == "" {
-		return
-	}
-	rt.Decisions = w
-	if err != nil {
-		rt.Log.Error("decision log not open; records are lost until it opens", "path", dl.Path, "error", err.Error())
-		return
-	}
-	rt.Log.Info("decision log to "+dl.Path, "path", dl.Path, "max_size", dl.MaxSize, "keep", dl.Keep)
-}
-
-// sameListen reports whether b listens where a does; equivalent spellings
-// (inet:25@host and inet:host:25) are the same.
-func sameListen(a, b *config.Config) bool {
-	if a.SocketMode != b.SocketMode {
-		return false
-	}
-	na, aa, errA := config.ParseListen(a.Listen)
-	nb, ab, errB := config.ParseListen(b.Listen)
-	if errA != nil || errB != nil {
-		return a.Listen == b.Listen
-	}
-	return na == nb && aa == ab
-}
-
-// loadServeConfig loads the file at path. A missing file at the default
-// path means the built-in defaults (reported by defaults); at a path given
-// explicitly it is an error.
-func loadServeConfig(path string, explicit bool) (cfg *config.Config, defaults bool, err error) {
-	if !explicit {
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			return config.Default(), true, nil
-		}
-	}
-	cfg, err = config.Load(path)
-	if err != nil {
-		return nil, false, err
-	}
-	return cfg, false, nil
-}
-
-// resolverSetup is a resolver with the settings it was built from, so
-// that a reload can tell whether it may keep it, and its cache.
-type resolverSetup struct {
-	resolver *spf.DNSResolver
-	// servers are the servers the resolver asks, from the config or from
-	// /etc/resolv.conf when the config names none.
-	servers    []string
-	timeout    time.Duration
-	cacheSize  int
-	cacheBytes int64
-}
-
-// newResolver builds the resolver of dns, reporting every query and cache
-// lookup to m. When old asks the same servers with the same timeout and
-// cache size it is returned instead, with kept set, so that the cache
-// outlives a reload. The servers compared are the effective ones, so that
-// a reload rereads /etc/resolv.conf when the config names none.
-func newResolver(dns config.DNS, m *milter.Metrics, old *resolverSetup) (setup *resolverSetup, kept bool, err error) {
-	r, err := spf.NewDNSResolver(spf.DNSOptions{
-		Servers:    dns.Servers,
-		Timeout:    dns.Timeout,
-		CacheSize:  dns.CacheSize,
-		CacheBytes: dns.CacheBytes,
-		Observer:   m,
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("dns: %w", err)
-	}
-	setup = &resolverSetup{resolver: r, servers: r.Servers(), timeout: dns.Timeout, cacheSize: dns.CacheSize, cacheBytes: dns.CacheBytes}
-	if old != nil && slices.Equal(old.servers, setup.servers) && old.timeout == setup.timeout &&
-		old.cacheSize == setup.cacheSize && old.cacheBytes == setup.cacheBytes {
-		return old, true, nil
-	}
-	return setup, false, nil
-}
-
-// newRuntime builds what sessions need from cfg, with resolver for DNS
-// and m for metrics.
-func newRuntime(cfg *config.Config, resolver spf.Resolver, m *milter.Metrics, logTo io.Writer) (*milter.Runtime, error) {
-	log, err := newLogger(cfg.Log, logTo)
-	if err != nil {
-		return nil, err
-	}
-	checker := &spf.Checker{
-		Resolver:    resolver,
-		Receiver:    cfg.Receiver,
-		Explanation: cfg.Explanation,
-		Timeout:     cfg.DNS.CheckTimeout,
-	}
-	return &milter.Runtime{Config: cfg, Policy: policy.New(cfg), Checker: checker, Log: log, Metrics: m}, nil
-}
-
-func daemonOptions(rt *milter.Runtime, o *serveOptions) milter.DaemonOptions {
-	opts := milter.DaemonOptions{
-		IdleTimeout: rt.Config.Session.IdleTimeout,
-		MaxDuration: rt.Config.Session.MaxDuration,
-		IOBuffer:    o.ioBuffer,
-		SkipReplies: o.skipReplies,
-		Log:         rt.Log,
-	}
-	return opts
-}
-
-// newLogger returns a logger writing to w in the format and from the level
-// that l names.
-func newLogger(l config.Log, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
-		return nil, fmt.Errorf("log level %q: %w", l.Level, err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch l.Format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	default:
-		return nil, fmt.Errorf("log format %q: want text or json", l.Format)
-	}
 }
 
 // oneLine joins the lines of a multi-problem error with "; ".
