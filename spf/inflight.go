@@ -15,8 +15,9 @@ import (
 // The budget bounds the heap of the answers a resolver is receiving,
 // unpacking and turning into what its lookups return, at any one moment.
 // With the rest of what the daemon keeps, it bounds the whole heap by
-// figures that do not depend on what zone owners publish or on how many
-// messages and why requests come:
+// figures that, the SPF records themselves apart (see the end), depend
+// neither on what zone owners publish nor on how many messages and why
+// requests come:
 //
 //   - kept state: the DNS answer cache (dns.cache_bytes, 32 MiB by
 //     default), the parsed records kept beside it (1/8 of that, 4 MiB),
@@ -48,9 +49,11 @@ import (
 // runtime's own memory, stacks and socket buffers (some 20 MB) the daemon
 // stays under the 256 MB resident the project promises. The mail itself
 // (headers, bodies) is bounded apart, by the milter layer. Not bounded
-// here: a parsed record takes up to about 60 bytes a byte of its text
-// (a 64 KiB record of one-letter terms, about 4 MB), and a check holds
-// the records of its include chain while it runs.
+// here: the SPF records a check reads. It holds the texts and parsed
+// forms of its include chain (up to 11 records, and 10 texts fetched
+// ahead) while it runs, and a parsed record takes up to about 60 bytes a
+// byte of its text: a 64 KiB record of one-letter terms, which a zone
+// owner may publish, takes about 4 MB.
 const DefaultInflightBytes = 32 << 20
 
 // Shares of the budget, in bytes. A lookup cannot know what it will get
