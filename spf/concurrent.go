@@ -171,10 +171,14 @@ func expandsPTR(m *MacroString) bool {
 // addrLookups are the address lookups of a list of names: the hosts of an
 // mx term, or the PTR names to validate. RFC 7208 gives an order in which
 // their answers decide (§5.4, §5.5), not an order in which to ask: they all
-// go out at once, and get hands out the answers in list order.
+// go out at once, and get hands out the answers in list order. Only
+// whether each answer matched is kept: a zone owner's ten answers of
+// thousands of addresses each would otherwise be held until the first
+// host's answer comes, which may be the last.
 type addrLookups struct {
 	e       *evaluation
 	names   []string
+	match   func([]netip.Addr) bool
 	results []addrResult
 	ready   chan int // index of each result once it is set
 	have    []bool   // results received from ready
@@ -183,16 +187,17 @@ type addrLookups struct {
 }
 
 type addrResult struct {
-	addrs []netip.Addr
+	match bool
 	err   error
 }
 
 // startAddrLookups starts the lookups of names in the client's address
-// family. A sequential check, or a single name, gains nothing from
-// goroutines: then get asks each question when its answer is wanted, exactly
-// as the evaluation did before any of this.
-func (e *evaluation) startAddrLookups(names []string) *addrLookups {
-	l := &addrLookups{e: e, names: names}
+// family, each answer to be tested with match. A sequential check, or a
+// single name, gains nothing from goroutines: then get asks each question
+// when its answer is wanted, exactly as the evaluation did before any of
+// this.
+func (e *evaluation) startAddrLookups(names []string, match func([]netip.Addr) bool) *addrLookups {
+	l := &addrLookups{e: e, names: names, match: match}
 	if e.c.Sequential || len(names) < 2 {
 		return l
 	}
@@ -207,23 +212,25 @@ func (e *evaluation) startAddrLookups(names []string) *addrLookups {
 	for i, name := range names {
 		go func() {
 			addrs, err := e.addrsIn(ctx, name)
-			l.results[i] = addrResult{addrs, err}
+			l.results[i] = addrResult{err == nil && match(addrs), err}
 			l.ready <- i
 		}()
 	}
 	return l
 }
 
-// get returns the answer for names[i], waiting for it if need be.
-func (l *addrLookups) get(i int) ([]netip.Addr, error) {
+// get returns whether the answer for names[i] matched, or why there is
+// none, waiting for it if need be.
+func (l *addrLookups) get(i int) (bool, error) {
 	if l.ready == nil {
-		return l.e.addrs(l.names[i])
+		addrs, err := l.e.addrs(l.names[i])
+		return err == nil && l.match(addrs), err
 	}
 	for !l.have[i] {
 		l.have[<-l.ready] = true
 		l.pending--
 	}
-	return l.results[i].addrs, l.results[i].err
+	return l.results[i].match, l.results[i].err
 }
 
 // stop cancels the lookups whose answers are no longer wanted, once the

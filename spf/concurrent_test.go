@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -717,4 +718,73 @@ func waitNoCheckGoroutines(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Errorf("%d goroutines started by checks are still running:\n%s", len(left), strings.Join(left, "\n\n"))
+}
+
+// bigAnswerResolver answers the MX question of mxwait.test with ten hosts,
+// the first of which answers only once first is closed, and every other
+// one with thousands of addresses, none the client's. It counts the
+// answers the collector has freed.
+type bigAnswerResolver struct {
+	spf.Resolver
+	first    chan struct{}
+	answered atomic.Int32 // answers of the other hosts returned
+	freed    atomic.Int32 // of those, freed by the collector
+}
+
+func (r *bigAnswerResolver) LookupMX(ctx context.Context, name string) ([]string, error) {
+	hosts := make([]string, 10)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("h%d.mxwait.test", i)
+	}
+	return hosts, nil
+}
+
+func (r *bigAnswerResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
+	if name == "h0.mxwait.test" {
+		select {
+		case <-r.first:
+			return nil, &spf.DNSError{Name: name, Type: "A", Err: spf.ErrNoData}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	addrs := make([]netip.Addr, 3000)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+	}
+	runtime.SetFinalizer(&addrs[0], func(*netip.Addr) { r.freed.Add(1) })
+	r.answered.Add(1)
+	return addrs, nil
+}
+
+// The address answers of an mx term's hosts are matched as they come and
+// not kept until the evaluation reaches them in MX order: while the first
+// host keeps the check waiting, the nine others' answers, thousands of
+// addresses each, are garbage. Before, each stayed held until the first
+// host answered, which may be at the check's deadline.
+func TestConcurrentMXAnswersNotHeld(t *testing.T) {
+	z := dnstest.NewZone()
+	if err := z.Add(`mxwait.test. TXT "v=spf1 mx -all"`); err != nil {
+		t.Fatal(err)
+	}
+	r := &bigAnswerResolver{Resolver: dnstest.NewMapResolver(z), first: make(chan struct{})}
+	done := make(chan *spf.Outcome)
+	go func() {
+		done <- concurrentChecker(r, false).CheckMailFrom(ctx, netip.MustParseAddr("192.0.2.1"), "joe@mxwait.test", "mail.example")
+	}()
+	// Generous: the collector and the finalizers run when they can.
+	deadline := time.Now().Add(time.Minute)
+	for r.answered.Load() < 9 || r.freed.Load() < 9 {
+		if time.Now().After(deadline) {
+			t.Errorf("of the 9 answers that did not match, %d returned and %d freed while the first host was awaited",
+				r.answered.Load(), r.freed.Load())
+			break
+		}
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+	close(r.first)
+	if o := <-done; o.Result != spf.Fail {
+		t.Errorf("%s %q, want fail\n%s", o.Result, o.Problem, trace(o))
+	}
 }

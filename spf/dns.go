@@ -3,6 +3,7 @@ package spf
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +56,11 @@ type DNSOptions struct {
 	// answer over 1/64 of it is used but not kept. The parsed SPF
 	// records kept beside the answers take at most 1/8 of it more.
 	CacheBytes int64
+	// InflightBytes bounds the heap of the answers being received and
+	// unpacked at once, as DefaultInflightBytes explains; 0 means
+	// DefaultInflightBytes. A lookup that finds it spent waits, within
+	// its context, for others to end.
+	InflightBytes int64
 	// Observer, if set, is told of every query sent and every cache lookup.
 	Observer DNSObserver
 }
@@ -86,7 +92,13 @@ type DNSObserver interface {
 //
 // A query goes over UDP with EDNS0, is sent again when no answer comes
 // within a third of the timeout, and is repeated over TCP when the answer
-// is truncated; a TCP answer truncated too is a failure. A server that does not answer, fails on the network, or
+// is truncated or larger than the size the query advertised; a TCP answer
+// truncated too is a failure. Each exchange holds a share of the
+// in-flight budget (DefaultInflightBytes) while its answer is read and
+// used, and waits for one within its context when the budget is spent;
+// an answer that would take more than its share once unpacked (only
+// names of escaped octets, repeated by compression, do that) is refused
+// as a bad answer. A server that does not answer, fails on the network, or
 // answers with an rcode other than NOERROR and NXDOMAIN is skipped for the
 // next one. CNAME chains are followed, within the answer and by asking for
 // the target again. A name that cannot be put in a query at all (an empty
@@ -109,6 +121,9 @@ type DNSResolver struct {
 	// records keeps the parsed SPF records of the TXT answers, each no
 	// longer than the answer it came in; nil without a cache.
 	records *recordCache
+
+	// budget bounds the answers in flight.
+	budget *inflightBudget
 
 	mu      sync.Mutex
 	cache   *answerCache         // nil without a cache
@@ -135,6 +150,10 @@ func NewDNSResolver(opts DNSOptions) (*DNSResolver, error) {
 	if opts.CacheBytes < 0 {
 		return nil, fmt.Errorf("DNS cache bytes %d: must not be negative", opts.CacheBytes)
 	}
+	if opts.InflightBytes < 0 {
+		return nil, fmt.Errorf("DNS in-flight bytes %d: must not be negative", opts.InflightBytes)
+	}
+	r.budget = newInflightBudget(cmp.Or(opts.InflightBytes, DefaultInflightBytes))
 	if opts.CacheSize > 0 {
 		maxBytes := cmp.Or(opts.CacheBytes, DefaultCacheBytes)
 		r.cache = newAnswerCache(opts.CacheSize, maxBytes)
@@ -196,10 +215,11 @@ func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 // lookupTXTUntil is LookupTXT, and tells until when the answer is kept:
 // a parsed record may be kept no longer.
 func (r *DNSResolver) lookupTXTUntil(ctx context.Context, name string) ([]string, time.Time, error) {
-	rrs, until, err := r.lookupUntil(ctx, name, dns.TypeTXT)
+	rrs, f, until, err := r.lookupUntil(ctx, name, dns.TypeTXT)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	defer r.doneWith(f)
 	txts := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
 		var b strings.Builder
@@ -222,10 +242,11 @@ func (r *DNSResolver) parseRecord(txt string, until time.Time) (*Record, error) 
 
 // LookupA implements Resolver.
 func (r *DNSResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
-	rrs, err := r.lookup(ctx, name, dns.TypeA)
+	rrs, f, _, err := r.lookupUntil(ctx, name, dns.TypeA)
 	if err != nil {
 		return nil, err
 	}
+	defer r.doneWith(f)
 	addrs := make([]netip.Addr, 0, len(rrs))
 	for _, rr := range rrs {
 		if a, ok := netip.AddrFromSlice(rr.(*dns.A).A.To4()); ok {
@@ -237,10 +258,11 @@ func (r *DNSResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, e
 
 // LookupAAAA implements Resolver.
 func (r *DNSResolver) LookupAAAA(ctx context.Context, name string) ([]netip.Addr, error) {
-	rrs, err := r.lookup(ctx, name, dns.TypeAAAA)
+	rrs, f, _, err := r.lookupUntil(ctx, name, dns.TypeAAAA)
 	if err != nil {
 		return nil, err
 	}
+	defer r.doneWith(f)
 	addrs := make([]netip.Addr, 0, len(rrs))
 	for _, rr := range rrs {
 		if a, ok := netip.AddrFromSlice(rr.(*dns.AAAA).AAAA.To16()); ok {
@@ -253,10 +275,11 @@ func (r *DNSResolver) LookupAAAA(ctx context.Context, name string) ([]netip.Addr
 // LookupMX implements Resolver. Records of equal preference keep the order
 // of the answer.
 func (r *DNSResolver) LookupMX(ctx context.Context, name string) ([]string, error) {
-	rrs, err := r.lookup(ctx, name, dns.TypeMX)
+	rrs, f, _, err := r.lookupUntil(ctx, name, dns.TypeMX)
 	if err != nil {
 		return nil, err
 	}
+	defer r.doneWith(f)
 	mxs := make([]*dns.MX, 0, len(rrs))
 	for _, rr := range rrs {
 		mxs = append(mxs, rr.(*dns.MX))
@@ -276,10 +299,11 @@ func (r *DNSResolver) LookupPTR(ctx context.Context, addr netip.Addr) ([]string,
 	if err != nil {
 		return nil, &DNSError{Name: addr.String(), Type: "PTR", Err: err}
 	}
-	rrs, err := r.lookup(ctx, strings.TrimSuffix(rev, "."), dns.TypePTR)
+	rrs, f, _, err := r.lookupUntil(ctx, strings.TrimSuffix(rev, "."), dns.TypePTR)
 	if err != nil {
 		return nil, err
 	}
+	defer r.doneWith(f)
 	names := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
 		names = append(names, answerName(rr.(*dns.PTR).Ptr))
@@ -315,21 +339,18 @@ func answerName(name string) string {
 	return strings.TrimSuffix(unescapeDNSText(name), ".")
 }
 
-// lookup returns the records of type qtype that answer name, after
-// following CNAMEs, or a *DNSError.
-func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
-	rrs, _, err := r.lookupUntil(ctx, name, qtype)
-	return rrs, err
-}
-
-// lookupUntil is lookup, and tells until when every answer it read stays
-// in the cache.
-func (r *DNSResolver) lookupUntil(ctx context.Context, name string, qtype uint16) (_ []dns.RR, until time.Time, _ error) {
+// lookupUntil returns the records of type qtype that answer name, after
+// following CNAMEs, and the flight of the answer they came in: the caller
+// turns them into what the lookup returns, and then hands the flight to
+// doneWith, which gives up the answer and the share of the in-flight
+// budget it holds. The error is a *DNSError. until tells until when every
+// answer read stays in the cache.
+func (r *DNSResolver) lookupUntil(ctx context.Context, name string, qtype uint16) (_ []dns.RR, _ *flight, until time.Time, _ error) {
 	fail := func(err error) error {
 		return &DNSError{Name: strings.TrimSuffix(name, "."), Type: dns.TypeToString[qtype], Err: err}
 	}
 	if !dnsname.Queryable(name) {
-		return nil, until, fail(ErrNXDomain)
+		return nil, nil, until, fail(ErrNXDomain)
 	}
 	qname := dnsname.Escape(name)
 	key := dnsname.Key(qname)
@@ -340,54 +361,28 @@ func (r *DNSResolver) lookupUntil(ctx context.Context, name string, qtype uint16
 	for {
 		// resp may be shared with other lookups and the cache: it is only
 		// read here, and the records returned are only read by callers.
-		resp, expires, err := r.sharedQuery(ctx, qname, key, qtype)
+		resp, expires, f, err := r.sharedQuery(ctx, qname, key, qtype)
 		if err != nil {
-			return nil, until, fail(err)
+			return nil, nil, until, fail(err)
 		}
 		if until.IsZero() || expires.Before(until) {
 			until = expires
 		}
-		// Walk the chain from the name asked; records owned by names off
-		// the chain are ignored, whatever the server put there.
-		cur := qname
-		for {
-			var rrs []dns.RR
-			target := ""
-			for _, rr := range resp.Answer {
-				h := rr.Header()
-				if !sameName(h.Name, cur) {
-					continue
-				}
-				if h.Rrtype == qtype {
-					rrs = append(rrs, rr)
-				} else if cn, ok := rr.(*dns.CNAME); ok && target == "" {
-					target = cn.Target
-				}
-			}
-			if len(rrs) > 0 {
-				return rrs, until, nil
-			}
-			if target == "" {
-				break
-			}
-			cnames++
-			if cnames > maxCNAMEChain {
-				return nil, until, fail(fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain))
-			}
-			if seen == nil {
-				seen = map[string]bool{key: true}
-			}
-			if seen[dnsname.Key(target)] {
-				return nil, until, fail(fmt.Errorf("CNAME loop at %s", target))
-			}
-			seen[dnsname.Key(target)] = true
-			cur = target
+		rrs, cur, err := walkChain(resp, qname, key, qtype, &cnames, &seen)
+		if len(rrs) > 0 {
+			return rrs, f, until, nil
+		}
+		// Only the name the chain stops at is needed now, a string of
+		// its own: the answer can go before the next one comes.
+		r.doneWith(f)
+		if err != nil {
+			return nil, nil, until, fail(err)
 		}
 		if resp.Rcode == dns.RcodeNameError {
-			return nil, until, fail(ErrNXDomain)
+			return nil, nil, until, fail(ErrNXDomain)
 		}
 		if cur == qname {
-			return nil, until, fail(ErrNoData)
+			return nil, nil, until, fail(ErrNoData)
 		}
 		// The answer stops at a CNAME whose target it does not resolve
 		// (another zone, or a server that does not chase): ask for it.
@@ -395,55 +390,118 @@ func (r *DNSResolver) lookupUntil(ctx context.Context, name string, qtype uint16
 	}
 }
 
+// walkChain walks the CNAME chain in resp from qname, whose key is key,
+// and returns the records of type qtype that end it, or else the name the
+// chain stops at; the error is a CNAME chain too long or looping. cnames
+// and seen carry the chain from answer to answer: seen holds its names,
+// made only once a CNAME is met, as most lookups meet none.
+func walkChain(resp *dns.Msg, qname, key string, qtype uint16, cnames *int, seen *map[string]bool) ([]dns.RR, string, error) {
+	// Records owned by names off the chain are ignored, whatever the
+	// server put there.
+	cur := qname
+	for {
+		var rrs []dns.RR
+		target := ""
+		for _, rr := range resp.Answer {
+			h := rr.Header()
+			if !sameName(h.Name, cur) {
+				continue
+			}
+			if h.Rrtype == qtype {
+				rrs = append(rrs, rr)
+			} else if cn, ok := rr.(*dns.CNAME); ok && target == "" {
+				target = cn.Target
+			}
+		}
+		if len(rrs) > 0 {
+			return rrs, "", nil
+		}
+		if target == "" {
+			return nil, cur, nil
+		}
+		*cnames++
+		if *cnames > maxCNAMEChain {
+			return nil, "", fmt.Errorf("CNAME chain longer than %d", maxCNAMEChain)
+		}
+		if *seen == nil {
+			*seen = map[string]bool{key: true}
+		}
+		if (*seen)[dnsname.Key(target)] {
+			return nil, "", fmt.Errorf("CNAME loop at %s", target)
+		}
+		(*seen)[dnsname.Key(target)] = true
+		cur = target
+	}
+}
+
 // query asks the servers in turn until one gives a usable answer (NOERROR or
-// NXDOMAIN) and returns it. The error is the last server's, or the
+// NXDOMAIN) and returns it, with the share of the in-flight budget it
+// holds, which the caller releases. The error is the last server's, or the
 // context's once it is done.
-func (r *DNSResolver) query(ctx context.Context, qname string, qtype uint16) (*dns.Msg, error) {
+func (r *DNSResolver) query(ctx context.Context, qname string, qtype uint16) (*dns.Msg, reservation, error) {
 	var lastErr error
 	for _, server := range r.servers {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, reservation{}, err
 		}
-		resp, err := r.queryServer(ctx, server, qname, qtype)
+		resp, res, err := r.queryServer(ctx, server, qname, qtype)
 		if err == nil {
-			return resp, nil
+			return resp, res, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, reservation{}, ctx.Err()
 		}
 		lastErr = err
 	}
-	return nil, lastErr
+	return nil, reservation{}, lastErr
 }
 
 // queryServer asks one server over UDP, then over TCP if the answer is
-// truncated, and checks that the answer is usable.
-func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qtype uint16) (*dns.Msg, error) {
+// truncated, and checks that the answer is usable. Each exchange first
+// reserves its share of the in-flight budget, waiting for it within ctx;
+// a usable answer keeps what unpacking it takes, and the caller releases
+// that.
+func (r *DNSResolver) queryServer(ctx context.Context, server, qname string, qtype uint16) (*dns.Msg, reservation, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(qname, qtype)
 	m.SetEdns0(ednsSize, false)
 
-	resp, err := r.ask(ctx, "udp", server, m)
+	res, err := r.budget.reserve(ctx, udpShare, false)
+	if err != nil {
+		return nil, reservation{}, err
+	}
+	resp, used, err := r.ask(ctx, "udp", server, m)
 	if err == nil && resp.Truncated {
+		// The datagram is read and dropped: its share goes back before
+		// the larger one is asked for, so no lookup holds one share
+		// while it waits for another.
+		r.budget.release(&res)
+		if res, err = r.budget.reserve(ctx, tcpShare, true); err != nil {
+			return nil, reservation{}, err
+		}
 		m.Id = dns.Id()
-		resp, err = r.ask(ctx, "tcp", server, m)
+		resp, used, err = r.ask(ctx, "tcp", server, m)
 	}
 	if err != nil {
-		return nil, err
+		r.budget.release(&res)
+		return nil, reservation{}, err
 	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
-		return resp, nil
+		r.budget.shrink(&res, used)
+		return resp, res, nil
 	default:
-		return nil, &ServerError{Server: server, text: "server answered " + dnsRcodeName(resp.Rcode)}
+		r.budget.release(&res)
+		return nil, reservation{}, &ServerError{Server: server, text: "server answered " + dnsRcodeName(resp.Rcode)}
 	}
 }
 
 // ask makes one exchange with server, checks that the answer is for the
-// question asked, and tells the observer how it went.
-func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
+// question asked, and tells the observer how it went. used is what
+// unpacking the answer takes of the heap, as unpackBound bounds it.
+func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Msg) (_ *dns.Msg, used int64, _ error) {
 	start := time.Now()
-	resp, err := r.exchange(ctx, network, server, m)
+	resp, used, err := r.exchange(ctx, network, server, m)
 	var outcome string
 	switch {
 	case err != nil:
@@ -456,6 +514,8 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 			outcome, text = "timeout", "no answer (timeout)"
 		case errors.Is(err, errWrongID):
 			outcome, text = "bad_answer", "answer for another query"
+		case errors.Is(err, errAnswerTooLarge):
+			outcome, text = "bad_answer", errAnswerTooLarge.Error()
 		case errors.As(err, new(*dns.Error)):
 			// miekg/dns could not unpack it: say so, rather than blame
 			// the network in the problem text an admin reads.
@@ -484,9 +544,9 @@ func (r *DNSResolver) ask(ctx context.Context, network, server string, m *dns.Ms
 		r.observer.DNSQuery(dns.TypeToString[m.Question[0].Qtype], outcome, time.Since(start))
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return resp, nil
+	return resp, used, nil
 }
 
 // sameQuestion reports whether resp answers the one question of query.
@@ -551,7 +611,7 @@ const udpSends = 3
 // timeout, and an answer to any of the sends will do. A datagram that is
 // not that answer (it does not unpack, or its ID or question is another)
 // is passed over, and the wait goes on until the deadline.
-func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
+func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, int64, error) {
 	start := time.Now()
 	deadline := start.Add(r.timeout)
 	ctxDeadline, hasCtxDeadline := ctx.Deadline()
@@ -576,7 +636,7 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 	var d net.Dialer
 	c, err := d.DialContext(dialCtx, network, server)
 	if err != nil {
-		return nil, ctxErr(err)
+		return nil, 0, ctxErr(err)
 	}
 	defer c.Close()
 
@@ -601,9 +661,9 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 	})
 	defer stop()
 
-	// Read buffers as large as any UDP answer: a server may ignore the
-	// advertised size, and a cut-off datagram would not unpack.
-	conn := &dns.Conn{Conn: c, UDPSize: dns.MaxMsgSize}
+	// A datagram is read into a buffer one octet over the advertised
+	// size, so that readAnswer can tell one that does not fit.
+	conn := &dns.Conn{Conn: c, UDPSize: udpReadSize + 1}
 	sends := 0
 	var readUntil time.Time
 	send := func() error {
@@ -622,14 +682,10 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 		return conn.WriteMsg(m)
 	}
 	if err := send(); err != nil {
-		return nil, ctxErr(err)
+		return nil, 0, ctxErr(err)
 	}
 	for {
-		resp, err := conn.ReadMsg()
-		if resp != nil && resp.Id == m.Id && resp.Response && err != nil && resp.Truncated {
-			// A truncated answer may be cut mid-record; TCP will tell.
-			return resp, nil
-		}
+		resp, used, err := readAnswer(conn, network == "udp", m.Id)
 		if err != nil && network == "udp" && errors.As(err, new(*dns.Error)) {
 			// A datagram that does not unpack (or is too short to hold a
 			// header) proves nothing: anyone who can reach our port can
@@ -642,11 +698,11 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 			if readUntil.Before(deadline) && ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
 				// Nothing yet: the query or its answer may be lost.
 				if err := send(); err != nil {
-					return nil, ctxErr(err)
+					return nil, 0, ctxErr(err)
 				}
 				continue
 			}
-			return nil, ctxErr(err)
+			return nil, 0, ctxErr(err)
 		}
 		if resp.Id != m.Id || !resp.Response {
 			if network == "udp" {
@@ -654,7 +710,7 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 				// waiting for ours until the deadline.
 				continue
 			}
-			return nil, errWrongID
+			return nil, 0, errWrongID
 		}
 		if network == "udp" && !resp.Truncated && !sameQuestion(resp, m) {
 			// Right ID, wrong question: a forgery or a confused
@@ -662,8 +718,58 @@ func (r *DNSResolver) exchange(ctx context.Context, network, server string, m *d
 			// ask reports it, as the stream carries nothing else.
 			continue
 		}
-		return resp, nil
+		return resp, used, nil
 	}
+}
+
+// readAnswer reads one message from conn, a UDP socket when udp is set,
+// and unpacks it unless unpacking would take more than its share of the
+// in-flight budget; used is what unpacking takes, as unpackBound bounds
+// it.
+//
+// A truncated answer to the query of ID id comes back with its header
+// alone: it is only read to ask again over TCP (or, over TCP, to fail),
+// and may be cut mid-record. A datagram over udpReadSize, which the
+// buffer cuts, or one that would unpack beyond its share, is taken as
+// truncated when it is that answer, and as junk otherwise. Over TCP an
+// answer beyond its share is errAnswerTooLarge.
+func readAnswer(conn *dns.Conn, udp bool, id uint16) (_ *dns.Msg, used int64, _ error) {
+	p, err := conn.ReadMsgHeader(nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	hdr := dns.MsgHdr{
+		Id:        binary.BigEndian.Uint16(p),
+		Response:  p[2]&0x80 != 0,
+		Opcode:    int(p[2]>>3) & 0xF,
+		Truncated: p[2]&0x02 != 0,
+		Rcode:     int(p[3] & 0xF),
+	}
+	ours := hdr.Id == id && hdr.Response
+	tooLarge := udp && len(p) > udpReadSize
+	if !tooLarge {
+		used = unpackBound(p)
+		tooLarge = used > unpackBase+unpackFactor*int64(len(p))
+	}
+	switch {
+	case ours && (hdr.Truncated || udp && tooLarge):
+		hdr.Truncated = true
+		return &dns.Msg{MsgHdr: hdr}, 0, nil
+	case tooLarge && udp:
+		return nil, 0, dns.ErrBuf
+	case tooLarge:
+		return nil, 0, errAnswerTooLarge
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(p); err != nil {
+		return m, used, err
+	}
+	if m.IsTsig() != nil {
+		// We sign nothing and hold no key: as miekg/dns's own reading
+		// says when it has none.
+		return m, used, dns.ErrSecret
+	}
+	return m, used, nil
 }
 
 // unescapeDNSText undoes the presentation form miekg/dns gives character-

@@ -201,17 +201,24 @@ type flight struct {
 	// alone, and a waiter whose context is alive must ask again.
 	leaderCtxDone bool
 	waiters       int // callers waiting, for tests
+	// users counts the callers that may still read msg: the one that
+	// runs the query and those waiting. The last to be done with it
+	// releases held, the share of the in-flight budget of an answer not
+	// kept by the cache. Both under DNSResolver.mu.
+	users int
+	held  reservation
 }
 
 // sharedQuery is query behind the cache and the sharing of queries in
-// flight. key is dnsname.Key(qname).
+// flight. key is dnsname.Key(qname). Unless it is nil, the caller hands
+// the flight it returns to doneWith once it is done reading the answer.
 //
 // No goroutine is started: the first caller runs the query itself, and
 // callers that come while it runs wait for its result or for their own
 // context, whichever ends first. A result that only says the first
 // caller's context ended is not taken: the waiter asks again, running the
 // query itself unless another waiter already does.
-func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype uint16) (*dns.Msg, time.Time, error) {
+func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype uint16) (*dns.Msg, time.Time, *flight, error) {
 	k := cacheKey{key, qtype}
 	for {
 		r.mu.Lock()
@@ -220,28 +227,53 @@ func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype 
 			if hit {
 				r.mu.Unlock()
 				r.observeCache(qtype, true)
-				return msg, expires, nil
+				return msg, expires, nil, nil
 			}
 		}
 		if f := r.flights[k]; f != nil {
 			f.waiters++
+			f.users++
 			r.mu.Unlock()
 			r.observeCache(qtype, false)
 			select {
 			case <-f.done:
 			case <-ctx.Done():
-				return nil, time.Time{}, ctx.Err()
+				r.doneWith(f)
+				return nil, time.Time{}, nil, ctx.Err()
 			}
 			if f.leaderCtxDone && ctx.Err() == nil {
+				r.doneWith(f)
 				continue
 			}
-			return f.msg, f.expires, f.err
+			if f.err != nil {
+				r.doneWith(f)
+				return nil, time.Time{}, nil, f.err
+			}
+			return f.msg, f.expires, f, nil
 		}
-		f := &flight{done: make(chan struct{})}
+		f := &flight{done: make(chan struct{}), users: 1}
 		r.flights[k] = f
 		r.mu.Unlock()
 		r.observeCache(qtype, false)
-		return r.lead(ctx, f, k, qname, qtype)
+		msg, expires, err := r.lead(ctx, f, k, qname, qtype)
+		if err != nil {
+			r.doneWith(f)
+			return nil, time.Time{}, nil, err
+		}
+		return msg, expires, f, nil
+	}
+}
+
+// doneWith tells that a caller of sharedQuery is done reading the answer
+// of f; the last one gives back its share of the in-flight budget.
+func (r *DNSResolver) doneWith(f *flight) {
+	if f == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f.users--; f.users == 0 {
+		r.budget.release(&f.held)
 	}
 }
 
@@ -250,6 +282,7 @@ func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype 
 // no waiter is left behind. expires is when the answer leaves the cache;
 // the time it came when it was not kept.
 func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname string, qtype uint16) (msg *dns.Msg, expires time.Time, err error) {
+	var res reservation
 	defer func() {
 		f.msg, f.err = msg, err
 		if msg == nil && err == nil {
@@ -264,17 +297,19 @@ func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname str
 				kept := cacheable(msg)
 				if r.cache.put(k, kept, now.Add(ttl)) {
 					msg, expires = kept, now.Add(ttl)
+					// The cache accounts for it now.
+					r.budget.release(&res)
 				}
 			}
 		}
-		f.msg, f.expires = msg, expires
+		f.msg, f.expires, f.held = msg, expires, res
 		// The answer is in the cache before the flight ends: a caller
 		// coming now finds one or the other, and never asks again.
 		delete(r.flights, k)
 		r.mu.Unlock()
 		close(f.done)
 	}()
-	msg, err = r.query(ctx, qname, qtype)
+	msg, res, err = r.query(ctx, qname, qtype)
 	return msg, time.Time{}, err
 }
 

@@ -27,3 +27,10 @@ func DNSWaiters(r *DNSResolver, name string, qtype uint16) int {
 	}
 	return f.waiters
 }
+
+// The shares of the in-flight budget that a lookup reserves over UDP and
+// over TCP, for tests that bound what a budget lets through at once.
+const (
+	UDPShareBytes = udpShare
+	TCPShareBytes = tcpShare
+)

@@ -359,19 +359,19 @@ func (e *evaluation) evalMX(d *Directive, domain string) (bool, string, error) {
 		return false, "", permerror("%s has %d MX records; at most %d may be looked up", target, len(names), maxMXNames)
 	}
 	hosts := mxHosts(names)
-	lookups := e.startAddrLookups(hosts)
+	lookups := e.startAddrLookups(hosts, func(addrs []netip.Addr) bool { return e.matchAny(addrs, d) })
 	defer lookups.stop()
 	// The first host in MX order that fails or matches decides, whichever
 	// answer came first.
 	for i, n := range hosts {
-		addrs, err := lookups.get(i)
+		match, err := lookups.get(i)
 		if err != nil {
 			if IsNotFound(err) {
 				continue // no match, and not a void lookup: only the MX query can be
 			}
 			return false, "", e.temperror(err)
 		}
-		if e.matchAny(addrs, d) {
+		if match {
 			return true, "MX " + n + " has " + e.ip.String(), nil
 		}
 	}
@@ -425,17 +425,18 @@ func (e *evaluation) validated(names []string, target string, suffixOnly bool) s
 		}
 		candidates = append(candidates, n)
 	}
-	lookups := e.startAddrLookups(candidates)
-	defer lookups.stop()
-	for i, n := range candidates {
-		addrs, err := lookups.get(i)
-		if err != nil {
-			continue
-		}
+	lookups := e.startAddrLookups(candidates, func(addrs []netip.Addr) bool {
 		for _, a := range addrs {
 			if a.Unmap() == e.ip {
-				return n
+				return true
 			}
+		}
+		return false
+	})
+	defer lookups.stop()
+	for i, n := range candidates {
+		if match, err := lookups.get(i); err == nil && match {
+			return n
 		}
 	}
 	return ""

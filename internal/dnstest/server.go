@@ -31,6 +31,9 @@ type Server struct {
 	truncateUDP bool
 	compress    bool
 	queries     []Query
+	// tcpActive counts the TCP queries read and not yet answered;
+	// tcpPeak is the most there were at once.
+	tcpActive, tcpPeak int
 }
 
 // StartServer starts a Server for z; tb's cleanup stops it.
@@ -122,6 +125,17 @@ func (s *Server) Queries() []Query {
 	return append([]Query(nil), s.queries...)
 }
 
+// TCPPeak returns the most TCP queries the server has been answering at
+// once: read, and their answer not yet being written. A client that holds
+// something from sending a query until it has read the answer holds it
+// over the whole of each such span, so this bounds from below how many
+// such holds it had at once.
+func (s *Server) TCPPeak() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tcpPeak
+}
+
 // ResetQueries forgets the queries received so far.
 func (s *Server) ResetQueries() {
 	s.mu.Lock()
@@ -141,7 +155,21 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		s.queries = append(s.queries, Query{Name: q.Name, Type: q.Qtype, Net: network})
 	}
 	delay, truncate, compress := s.delay, s.truncateUDP, s.compress
+	if network == "tcp" {
+		s.tcpActive++
+		s.tcpPeak = max(s.tcpPeak, s.tcpActive)
+	}
 	s.mu.Unlock()
+	answering := true
+	answered := func() {
+		if network == "tcp" && answering {
+			answering = false
+			s.mu.Lock()
+			s.tcpActive--
+			s.mu.Unlock()
+		}
+	}
+	defer answered()
 
 	if delay > 0 {
 		t := time.NewTimer(delay)
@@ -159,6 +187,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	resp.Compress = compress
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
+		answered()
 		_ = w.WriteMsg(resp) // FORMERR
 		return
 	}
@@ -175,5 +204,6 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		// Truncate drops what does not fit and sets TC.
 		resp.Truncate(size)
 	}
+	answered()
 	_ = w.WriteMsg(resp)
 }
