@@ -22,13 +22,14 @@ const (
 // abort ends an evaluation early with temperror or permerror.
 type abort struct {
 	result  Result
+	kind    ProblemKind
 	problem string
 }
 
 func (a *abort) Error() string { return string(a.result) + ": " + a.problem }
 
-func permerror(format string, args ...any) *abort {
-	return &abort{PermError, fmt.Sprintf(format, args...)}
+func permerror(kind ProblemKind, format string, args ...any) *abort {
+	return &abort{PermError, kind, fmt.Sprintf(format, args...)}
 }
 
 // evaluation is the state of one check: the counters that RFC 7208 §4.6.4
@@ -52,7 +53,11 @@ type verdict struct {
 	domain    string  // domain of rec
 	rec       *Record // record holding the deciding term, for exp=
 	problem   string
-	notFound  bool // no SPF record at domain (result none)
+	kind      ProblemKind
+	// term is, for a syntax error in the record of the domain checked
+	// first, the term that does not parse.
+	term     string
+	notFound bool // no SPF record at domain (result none)
 }
 
 func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender, helo string) *Outcome {
@@ -74,13 +79,14 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender,
 	out.Domain = domain
 
 	if !ip.IsValid() {
-		out.Result, out.Problem = PermError, "no valid client IP address"
+		out.Result, out.Problem, out.ProblemKind = PermError, "no valid client IP address", ProblemNoClientIP
 		return out
 	}
 	name, reason := initialDomain(domain)
 	if reason != "" {
 		// RFC 7208 §4.3: a malformed or single-label domain is none.
 		out.Result, out.Problem = None, fmt.Sprintf("%s is %s", quoteTerm(domain), reason)
+		out.ProblemKind, out.ProblemReason = ProblemNotADomain, reason
 		out.Trace = append(out.Trace, Step{Kind: StepResult, Domain: domain, Result: None, Detail: out.Problem})
 		return out
 	}
@@ -102,6 +108,7 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender,
 	}()
 	v := e.checkHost(name, 0)
 	out.Result, out.Problem = v.result, v.problem
+	out.ProblemKind, out.ProblemTerm = v.kind, v.term
 	out.Mechanism, out.MechanismDomain = v.mechanism, v.domain
 	if v.result == Fail {
 		out.Explanation = e.explain(v)
@@ -191,7 +198,7 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 		if err != nil {
 			a := e.asAbort(err)
 			e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Result: a.result, Detail: a.problem})
-			return verdict{result: a.result, problem: a.problem, mechanism: written(d), domain: domain, rec: rec}
+			return verdict{result: a.result, problem: a.problem, kind: a.kind, mechanism: written(d), domain: domain, rec: rec}
 		}
 		if match {
 			r := d.Qualifier.Result()
@@ -215,7 +222,7 @@ func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt str
 	if err != nil && !IsNotFound(err) {
 		a := e.temperror(err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: TempError, Detail: a.problem})
-		return nil, "", verdict{result: TempError, problem: a.problem, domain: domain}, false
+		return nil, "", verdict{result: TempError, problem: a.problem, kind: a.kind, domain: domain}, false
 	}
 	var records []string
 	for _, t := range txts {
@@ -227,22 +234,27 @@ func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt str
 	case 0:
 		problem := "no SPF record at " + domain
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: None, Detail: problem})
-		return nil, "", verdict{result: None, domain: domain, problem: problem, notFound: true}, false
+		return nil, "", verdict{result: None, domain: domain, problem: problem, kind: ProblemNoRecord, notFound: true}, false
 	case 1:
 	default:
 		problem := fmt.Sprintf("%d SPF records at %s; there must be one", len(records), domain)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: PermError, Detail: problem})
-		return nil, "", verdict{result: PermError, domain: domain, problem: problem}, false
+		return nil, "", verdict{result: PermError, domain: domain, problem: problem, kind: ProblemMultipleRecords}, false
 	}
 	txt = records[0]
 	rec, err = e.c.parseRecord(txt, until)
 	if err != nil {
 		problem := fmt.Sprintf("SPF record of %s: %v", domain, err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: PermError, Detail: problem})
+		v := verdict{result: PermError, domain: domain, problem: problem, kind: ProblemSyntax}
 		if depth == 0 {
 			e.out.Record = txt
+			var se *SyntaxError
+			if errors.As(err, &se) {
+				v.term = se.Term
+			}
 		}
-		return nil, txt, verdict{result: PermError, domain: domain, problem: problem}, false
+		return nil, txt, v, false
 	}
 	e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Detail: txt})
 	return rec, txt, verdict{}, true
@@ -252,19 +264,19 @@ func (e *evaluation) redirect(rec *Record, domain string, depth int) verdict {
 	term := written(rec.Redirect)
 	if err := e.countLookup(); err != nil {
 		e.step(Step{Kind: StepLimit, Depth: depth, Domain: domain, Term: term, Result: PermError, Detail: err.problem})
-		return verdict{result: PermError, problem: err.problem, mechanism: term, domain: domain}
+		return verdict{result: PermError, problem: err.problem, kind: err.kind, mechanism: term, domain: domain}
 	}
 	target, ok := e.target(rec.Redirect.Value, domain)
 	e.step(Step{Kind: StepRedirect, Depth: depth, Domain: domain, Term: term, Detail: "to " + target})
 	if !ok {
 		problem := fmt.Sprintf("redirect target %s is not a valid domain name", quoteTerm(target))
-		return verdict{result: PermError, problem: problem, mechanism: term, domain: domain}
+		return verdict{result: PermError, problem: problem, kind: ProblemInvalidTarget, mechanism: term, domain: domain}
 	}
 	v := e.checkHost(target, depth+1)
 	e.step(Step{Kind: StepReturn, Depth: depth, Domain: domain, Term: term, Result: v.result})
 	if v.notFound {
 		// RFC 7208 §6.1: a redirect to a domain without a record is permerror.
-		return verdict{result: PermError, problem: "redirect target " + target + " has no SPF record", mechanism: term, domain: domain}
+		return verdict{result: PermError, problem: "redirect target " + target + " has no SPF record", kind: ProblemTargetNoRecord, mechanism: term, domain: domain}
 	}
 	return v
 }
@@ -309,7 +321,7 @@ func (e *evaluation) evalInclude(d *Directive, domain string, depth int) (bool, 
 	target, ok := e.target(d.Domain, domain)
 	e.step(Step{Kind: StepInclude, Depth: depth, Domain: domain, Term: written(d), Detail: "checking " + target})
 	if !ok {
-		return false, permerror("include target %s is not a valid domain name", quoteTerm(target))
+		return false, permerror(ProblemInvalidTarget, "include target %s is not a valid domain name", quoteTerm(target))
 	}
 	v := e.checkHost(target, depth+1)
 	e.step(Step{Kind: StepReturn, Depth: depth, Domain: domain, Term: written(d), Result: v.result})
@@ -322,11 +334,11 @@ func (e *evaluation) evalInclude(d *Directive, domain string, depth int) (bool, 
 		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Detail: target + " gave " + string(v.result)})
 		return false, nil
 	case TempError:
-		return false, &abort{TempError, v.problem}
+		return false, &abort{TempError, v.kind, v.problem}
 	case None:
-		return false, permerror("included domain %s has no SPF record", target)
+		return false, permerror(ProblemTargetNoRecord, "included domain %s has no SPF record", target)
 	default:
-		return false, &abort{PermError, v.problem}
+		return false, &abort{PermError, v.kind, v.problem}
 	}
 }
 
@@ -356,7 +368,7 @@ func (e *evaluation) evalMX(d *Directive, domain string) (bool, string, error) {
 		return false, "", e.temperror(err)
 	}
 	if len(names) > maxMXNames {
-		return false, "", permerror("%s has %d MX records; at most %d may be looked up", target, len(names), maxMXNames)
+		return false, "", permerror(ProblemTooManyMX, "%s has %d MX records; at most %d may be looked up", target, len(names), maxMXNames)
 	}
 	hosts := mxHosts(names)
 	lookups := e.startAddrLookups(hosts)
@@ -565,7 +577,7 @@ func isSubdomain(name, parent string) bool {
 func (e *evaluation) countLookup() *abort {
 	e.lookups++
 	if e.lookups > maxDNSTerms {
-		return permerror("more than %d DNS-querying terms (RFC 7208 §4.6.4)", maxDNSTerms)
+		return permerror(ProblemLookupLimit, "more than %d DNS-querying terms (RFC 7208 §4.6.4)", maxDNSTerms)
 	}
 	return nil
 }
@@ -573,7 +585,7 @@ func (e *evaluation) countLookup() *abort {
 func (e *evaluation) void() error {
 	e.voids++
 	if e.voids > maxVoid {
-		return permerror("more than %d lookups returned no records (RFC 7208 §4.6.4)", maxVoid)
+		return permerror(ProblemVoidLimit, "more than %d lookups returned no records (RFC 7208 §4.6.4)", maxVoid)
 	}
 	return nil
 }
@@ -586,9 +598,9 @@ func (e *evaluation) temperror(err error) *abort {
 	// done: ask the clock too.
 	deadline, ok := e.ctx.Deadline()
 	if e.ctx.Err() != nil || (ok && !time.Now().Before(deadline)) {
-		return &abort{TempError, fmt.Sprintf("check did not finish within its deadline (%v)", err)}
+		return &abort{TempError, ProblemDeadline, fmt.Sprintf("check did not finish within its deadline (%v)", err)}
 	}
-	return &abort{TempError, "DNS failure: " + err.Error()}
+	return &abort{TempError, ProblemDNS, "DNS failure: " + err.Error()}
 }
 
 func (e *evaluation) asAbort(err error) *abort {
