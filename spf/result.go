@@ -1,8 +1,3 @@
-// Package spf evaluates Sender Policy Framework records as RFC 7208
-// specifies: it parses a record completely into typed terms, evaluates them
-// against a client IP through a small DNS interface, and returns an Outcome
-// that carries the result together with its cause and a trace of every step,
-// so that a caller can explain the decision to a person.
 package spf
 
 import (
