@@ -65,6 +65,21 @@ func (c *Cache[K, V]) Get(k K, now time.Time) (v V, expires time.Time, ok bool) 
 	return e.value, e.expires, true
 }
 
+// Peek is Get without using the entry: it neither marks it used nor
+// drops it when expired, for a caller that only asks whether a later Get
+// would find it.
+func (c *Cache[K, V]) Peek(k K, now time.Time) (v V, expires time.Time, ok bool) {
+	el, ok := c.entries[k]
+	if !ok {
+		return v, time.Time{}, false
+	}
+	e := el.Value.(*entry[K, V])
+	if !now.Before(e.expires) {
+		return v, time.Time{}, false
+	}
+	return e.value, e.expires, true
+}
+
 // Extend keeps the entry of k until expires, if that is later than its
 // expiry now. It reports whether k is held.
 func (c *Cache[K, V]) Extend(k K, expires time.Time) bool {

@@ -115,6 +115,7 @@ func TestCache(t *testing.T) {
 				} else if _, _, got := c.Get(o.key, t0.Add(o.at)); got != o.want {
 					t.Errorf("op %d: Get(%q) found %v, want %v", i, o.key, got, o.want)
 				}
+				checkAccounts(t, c)
 				if c.Bytes() > tt.maxBytes || (tt.maxLen > 0 && c.Len() > tt.maxLen) {
 					t.Fatalf("op %d: %d entries of %d bytes, over the bounds %d and %d", i, c.Len(), c.Bytes(), tt.maxLen, tt.maxBytes)
 				}
@@ -150,4 +151,44 @@ func TestCacheGetReturnsExpiry(t *testing.T) {
 	if c.Len() != 0 || c.Bytes() != 0 {
 		t.Errorf("after Remove: %d entries of %d bytes", c.Len(), c.Bytes())
 	}
+}
+
+// checkAccounts fails t unless the bytes and the index agree with the
+// entries held.
+func checkAccounts[K comparable, V any](t *testing.T, c *Cache[K, V]) {
+	t.Helper()
+	var sum int64
+	for el := c.order.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*entry[K, V])
+		sum += e.bytes
+		if c.entries[e.key] != el {
+			t.Fatalf("entry %v is not indexed", e.key)
+		}
+	}
+	if sum != c.bytes || len(c.entries) != c.order.Len() {
+		t.Fatalf("accounts %d bytes in %d entries; they sum to %d in %d", c.bytes, len(c.entries), sum, c.order.Len())
+	}
+}
+
+// TestPeek checks that Peek finds what Get would, without using it: the
+// entry peeked at is still the least recently used, and an expired one
+// stays until a Get drops it.
+func TestPeek(t *testing.T) {
+	c := New[string, int](2, 6400)
+	c.Add("a", 1, 10, t0.Add(time.Hour))
+	c.Add("b", 2, 10, t0.Add(time.Minute))
+	if v, _, ok := c.Peek("a", t0); !ok || v != 1 {
+		t.Fatalf("Peek(a) = %v, %v", v, ok)
+	}
+	if _, _, ok := c.Peek("b", t0.Add(time.Minute)); ok {
+		t.Error("Peek found an expired entry")
+	}
+	if c.Len() != 2 {
+		t.Errorf("Peek dropped an entry: %d held", c.Len())
+	}
+	c.Add("c", 3, 10, t0.Add(time.Hour))
+	if _, _, ok := c.Peek("a", t0); ok {
+		t.Error("a peeked-at entry was kept over one used later")
+	}
+	checkAccounts(t, c)
 }
