@@ -1,7 +1,6 @@
 package decisions
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/internal/logtest"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -295,24 +295,6 @@ func TestWriterOff(t *testing.T) {
 	}
 }
 
-// logLines collects the writer's own log.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // TestWriterUnwritable checks that a full disk neither blocks nor fails
 // the writer's callers: records are lost, counted, and reported once per
 // interval.
@@ -325,7 +307,7 @@ func TestWriterUnwritable(t *testing.T) {
 		}
 		t.Skipf("%s is needed: %v", full, err)
 	}
-	logs := &logLines{}
+	logs := &logtest.Buffer{}
 	w := newTestWriter(t, Options{Path: full, MaxSize: 1000, Keep: 2}, Settings{
 		Log: slog.New(slog.NewTextHandler(logs, nil)), ErrorInterval: time.Hour, RetryInterval: time.Nanosecond,
 	})
@@ -524,7 +506,7 @@ func TestWriterCauses(t *testing.T) {
 	if err := os.Symlink(full, path); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logLines{}
+	logs := &logtest.Buffer{}
 	w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20}, Settings{
 		Log: slog.New(slog.NewTextHandler(logs, nil)), ErrorInterval: time.Hour, RetryInterval: time.Nanosecond,
 	})
@@ -601,7 +583,7 @@ func TestWriterCauses(t *testing.T) {
 func TestWriterQueueFullReported(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	logs := &logLines{}
+	logs := &logtest.Buffer{}
 	w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20}, Settings{
 		Buffer: 2, Log: slog.New(slog.NewTextHandler(logs, nil)), ErrorInterval: time.Hour,
 	})
@@ -646,7 +628,7 @@ func TestWriterFileGone(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "decisions.jsonl")
-			logs := &logLines{}
+			logs := &logtest.Buffer{}
 			w := newTestWriter(t, Options{Path: path, MaxSize: 1 << 20}, Settings{
 				Log: slog.New(slog.NewTextHandler(logs, nil)), StatInterval: time.Nanosecond,
 			})

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/htmltest"
 )
 
 // hostileScript is what a hostile sender, HELO name or DNS record carries:
@@ -188,8 +189,11 @@ why:
 			if len(page.Console) > 0 {
 				t.Errorf("the browser reported:\n%s", strings.Join(page.Console, "\n"))
 			}
-			checkInert(t, doc)
-			body := text(first(doc, "body"))
+			htmltest.CheckInert(t, doc)
+			if title := htmltest.Text(htmltest.First(doc, "title")); strings.Contains(title, "pwned") {
+				t.Errorf("a script ran: the title is %q", title)
+			}
+			body := htmltest.Text(htmltest.First(doc, "body"))
 			for _, s := range tc.shown {
 				if !strings.Contains(body, s) {
 					t.Errorf("the page does not show %q; it reads:\n%s", s, body)
@@ -197,10 +201,10 @@ why:
 			}
 			checkFormValues(t, doc, map[string]string{"s": tc.s, "i": tc.i, "h": tc.h})
 			if tc.form {
-				if byID(doc, "verdict") != nil || byID(doc, "record") != nil {
+				if htmltest.ByID(doc, "verdict") != nil || htmltest.ByID(doc, "record") != nil {
 					t.Errorf("a query that cannot be checked got a result page:\n%s", body)
 				}
-				if byID(doc, "problem") == nil {
+				if htmltest.ByID(doc, "problem") == nil {
 					t.Errorf("no #problem saying what is wrong with the query:\n%s", body)
 				}
 			} else {
@@ -297,16 +301,16 @@ func refusalLink(t *testing.T, m *Milter, whyAddr string, tc whyCase) string {
 // checkResultPage checks what a result page tells its reader.
 func checkResultPage(t *testing.T, doc *html.Node, tc whyCase) {
 	t.Helper()
-	title := text(first(doc, "title"))
+	title := htmltest.Text(htmltest.First(doc, "title"))
 	if !strings.Contains(title, tc.result) || !strings.Contains(title, tc.domain) {
 		t.Errorf("title %q: want the result %q and the domain %q in it", title, tc.result, tc.domain)
 	}
 
-	verdict := byID(doc, "verdict")
+	verdict := htmltest.ByID(doc, "verdict")
 	if verdict == nil {
-		t.Fatalf("no #verdict; the page reads:\n%s", text(first(doc, "body")))
+		t.Fatalf("no #verdict; the page reads:\n%s", htmltest.Text(htmltest.First(doc, "body")))
 	}
-	v := text(verdict)
+	v := htmltest.Text(verdict)
 	for _, want := range []string{tc.domain, tc.i, "(" + tc.result + ")"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("verdict %q does not name %q", v, want)
@@ -315,72 +319,44 @@ func checkResultPage(t *testing.T, doc *html.Node, tc whyCase) {
 	if !strings.HasSuffix(v, ".") || strings.Contains(v, ". ") {
 		t.Errorf("verdict %q: want one sentence", v)
 	}
-	if class := attr(verdict, "class"); !strings.Contains(" "+class+" ", " result-"+tc.result+" ") {
+	if class := htmltest.Attr(verdict, "class"); !strings.Contains(" "+class+" ", " result-"+tc.result+" ") {
 		t.Errorf("verdict class %q: want result-%s", class, tc.result)
 	}
 
-	record := byID(doc, "record")
+	record := htmltest.ByID(doc, "record")
 	if record == nil {
 		t.Fatal("no #record")
 	}
-	if got := rawText(record); got != tc.record {
+	if got := htmltest.RawText(record); got != tc.record {
 		t.Errorf("record shown as %q, want %q", got, tc.record)
 	}
-	marks := elements(record, "mark")
-	if len(marks) != 1 || rawText(marks[0]) != tc.term {
+	marks := htmltest.Elements(record, "mark")
+	if len(marks) != 1 || htmltest.RawText(marks[0]) != tc.term {
 		var got []string
 		for _, m := range marks {
-			got = append(got, rawText(m))
+			got = append(got, htmltest.RawText(m))
 		}
 		t.Errorf("marked in the record: %q, want the deciding term %q alone", got, tc.term)
 	}
 
-	if d := text(byID(doc, "decision")); !strings.Contains(d, tc.term) {
+	if d := htmltest.Text(htmltest.ByID(doc, "decision")); !strings.Contains(d, tc.term) {
 		t.Errorf("#decision does not name the deciding term %q: %q", tc.term, d)
 	}
-	advice := text(byID(doc, "advice"))
+	advice := htmltest.Text(htmltest.ByID(doc, "advice"))
 	for _, want := range tc.advice {
 		if !strings.Contains(advice, want) {
 			t.Errorf("#advice does not say %q; it says:\n%s", want, advice)
 		}
 	}
 
-	trace := byID(doc, "trace")
+	trace := htmltest.ByID(doc, "trace")
 	switch {
 	case trace == nil || trace.Data != "details":
 		t.Error("no <details id=trace>")
-	case hasAttr(trace, "open"):
+	case htmltest.HasAttr(trace, "open"):
 		t.Error("the trace is unfolded: want it folded away")
-	case first(trace, "summary") == nil || !strings.Contains(text(trace), tc.domain):
-		t.Errorf("the trace has no summary or does not name %s: %q", tc.domain, text(trace))
-	}
-}
-
-// checkInert fails the test if any markup from the input or DNS became
-// part of the document: an element that can run code or load something,
-// an event handler attribute, a second style, or a changed title.
-func checkInert(t *testing.T, doc *html.Node) {
-	t.Helper()
-	walk(doc, func(e *html.Node) bool {
-		switch e.Data {
-		case "script", "img", "svg", "iframe", "object", "embed", "link", "base", "meta":
-			if e.Data == "meta" && (hasAttr(e, "charset") || attr(e, "name") != "") {
-				break
-			}
-			t.Errorf("the page holds a <%s> element: %s", e.Data, render(e))
-		}
-		for _, a := range e.Attr {
-			if strings.HasPrefix(strings.ToLower(a.Key), "on") {
-				t.Errorf("<%s> has an event handler %s=%q", e.Data, a.Key, a.Val)
-			}
-		}
-		return true
-	})
-	if n := len(elements(doc, "style")); n != 1 {
-		t.Errorf("%d <style> elements, want the page's own only", n)
-	}
-	if title := text(first(doc, "title")); strings.Contains(title, "pwned") {
-		t.Errorf("a script ran: the title is %q", title)
+	case htmltest.First(trace, "summary") == nil || !strings.Contains(htmltest.Text(trace), tc.domain):
+		t.Errorf("the trace has no summary or does not name %s: %q", tc.domain, htmltest.Text(trace))
 	}
 }
 
@@ -389,14 +365,14 @@ func checkInert(t *testing.T, doc *html.Node) {
 // would cut a value short.
 func checkFormValues(t *testing.T, doc *html.Node, want map[string]string) {
 	t.Helper()
-	form := byID(doc, "form")
+	form := htmltest.ByID(doc, "form")
 	if form == nil {
 		t.Error("no #form to check another sender")
 		return
 	}
 	got := map[string]string{}
-	for _, in := range elements(form, "input") {
-		got[attr(in, "name")] = attr(in, "value")
+	for _, in := range htmltest.Elements(form, "input") {
+		got[htmltest.Attr(in, "name")] = htmltest.Attr(in, "value")
 	}
 	for name, v := range want {
 		if got[name] != v {
@@ -508,7 +484,7 @@ func loadInBrowser(t *testing.T, url string) browserPage {
 	}
 	t.Logf("chromium loaded the page in %v", took)
 	dom, err := html.Parse(bytes.NewReader(stdout.Bytes()))
-	if err != nil || first(dom, "body") == nil || stdout.Len() == 0 {
+	if err != nil || htmltest.First(dom, "body") == nil || stdout.Len() == 0 {
 		t.Fatalf("chromium %s: no DOM (%v):\n%s\nstderr:\n%s", url, err, stdout.String(), stderr.String())
 	}
 	png, err := os.ReadFile(shot)
@@ -547,103 +523,4 @@ func checkScreenshot(t *testing.T, b []byte) {
 	if len(colours) < 16 {
 		t.Errorf("screenshot has %d colours: the page looks blank", len(colours))
 	}
-}
-
-// byID returns the element with the given id below n, or nil.
-func byID(n *html.Node, id string) *html.Node {
-	var found *html.Node
-	walk(n, func(e *html.Node) bool {
-		if attr(e, "id") == id {
-			found = e
-			return false
-		}
-		return true
-	})
-	return found
-}
-
-// first returns the first element named tag below n, or nil.
-func first(n *html.Node, tag string) *html.Node {
-	if es := elements(n, tag); len(es) > 0 {
-		return es[0]
-	}
-	return nil
-}
-
-// elements returns every element named tag below n, in document order.
-func elements(n *html.Node, tag string) []*html.Node {
-	var out []*html.Node
-	walk(n, func(e *html.Node) bool {
-		if e.Data == tag {
-			out = append(out, e)
-		}
-		return true
-	})
-	return out
-}
-
-// walk calls f for every element below n (n included) in document order,
-// until f returns false.
-func walk(n *html.Node, f func(*html.Node) bool) bool {
-	if n.Type == html.ElementNode && !f(n) {
-		return false
-	}
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		if !walk(c, f) {
-			return false
-		}
-	}
-	return true
-}
-
-// attr returns the value of e's attribute key, or "".
-func attr(e *html.Node, key string) string {
-	for _, a := range e.Attr {
-		if a.Namespace == "" && a.Key == key {
-			return a.Val
-		}
-	}
-	return ""
-}
-
-// hasAttr reports whether e has the attribute key, with any value.
-func hasAttr(e *html.Node, key string) bool {
-	for _, a := range e.Attr {
-		if a.Namespace == "" && a.Key == key {
-			return true
-		}
-	}
-	return false
-}
-
-// rawText returns the text below n as it is, white space included.
-func rawText(n *html.Node) string {
-	if n == nil {
-		return ""
-	}
-	var b strings.Builder
-	var collect func(*html.Node)
-	collect = func(n *html.Node) {
-		if n.Type == html.TextNode {
-			b.WriteString(n.Data)
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			collect(c)
-		}
-	}
-	collect(n)
-	return b.String()
-}
-
-// text returns the text below n with each run of white space made one
-// space, as a reader sees it.
-func text(n *html.Node) string {
-	return strings.Join(strings.Fields(rawText(n)), " ")
-}
-
-// render returns n as HTML, for a message.
-func render(n *html.Node) string {
-	var b bytes.Buffer
-	html.Render(&b, n)
-	return b.String()
 }

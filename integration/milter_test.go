@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/internal/logtest"
 )
 
 // Milter is the spf-milter binary under test, running `serve --config` as
@@ -36,8 +37,7 @@ type Milter struct {
 	mu     sync.Mutex
 	exited chan struct{} // closed once Cmd has been waited for
 
-	logMu sync.Mutex
-	log   bytes.Buffer // stderr of every run, in order
+	log logtest.Buffer // stderr of every run, in order
 }
 
 var (
@@ -107,7 +107,7 @@ func (m *Milter) start() error {
 		return errors.New("spf-milter is already running")
 	}
 	cmd := exec.Command(spfMilterBin, "serve", "--config", m.ConfigPath)
-	cmd.Stdout = &lockedBuffer{mu: &m.logMu, b: &m.log}
+	cmd.Stdout = &m.log
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		m.mu.Unlock()
@@ -281,8 +281,6 @@ func (m *Milter) reloadWant(newYAML string, wantOK bool) error {
 // Log returns what the milter wrote to stderr (and stdout) so far, over
 // every run.
 func (m *Milter) Log() string {
-	m.logMu.Lock()
-	defer m.logMu.Unlock()
 	return m.log.String()
 }
 
@@ -310,19 +308,6 @@ func (m *Milter) fail(err error) {
 		m.tb.Fatal(err)
 	}
 	panic(err)
-}
-
-// lockedBuffer is an io.Writer appending to b under mu, for a child
-// process's output read while it runs.
-type lockedBuffer struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
 
 // TestHelpers checks the fixtures the other tests build on: NSD answers

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf-milter/spf-milter/internal/logtest"
 )
 
 // Sendmail 8.17 comes from Debian's packages, but is not installed: the
@@ -159,8 +161,7 @@ type Sendmail struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 
-	outMu sync.Mutex
-	out   bytes.Buffer
+	out logtest.Buffer
 }
 
 // sendmailClientIP is the loopback address the test's SMTP client sends
@@ -246,7 +247,7 @@ func startSendmail(t testing.TB, root, milterAddr string) *Sendmail {
 	// -bD: the daemon in the foreground; -X: a transcript of every SMTP
 	// session and milter exchange, printed when a test fails.
 	cmd := s.command(root, "-bD", "-X", filepath.Join(dir, "transcript"))
-	cmd.Stdout = &lockedBuffer{mu: &s.outMu, b: &s.out}
+	cmd.Stdout = &s.out
 	cmd.Stderr = cmd.Stdout
 	// Its own process group, so that the children forked for SMTP
 	// sessions and deliveries are stopped with it.
@@ -373,9 +374,7 @@ func (s *Sendmail) stop() {
 // Output returns what the daemon printed and the SMTP and milter
 // transcript written so far.
 func (s *Sendmail) Output() string {
-	s.outMu.Lock()
 	out := s.out.String()
-	s.outMu.Unlock()
 	transcript, _ := os.ReadFile(filepath.Join(s.dir, "transcript"))
 	return out + "--- transcript ---\n" + string(transcript)
 }

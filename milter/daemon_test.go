@@ -1,7 +1,6 @@
 package milter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,38 +17,15 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/spf-milter/spf-milter/internal/logtest"
 )
-
-// syncBuffer is a bytes.Buffer that the daemon's goroutines and the test
-// can use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
-}
 
 // daemonFixture is a Daemon serving a do-nothing milter on one listener.
 type daemonFixture struct {
 	d      *Daemon
 	addr   net.Addr
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	served chan error // Serve's return value
 }
 
@@ -65,7 +41,7 @@ func startDaemon(t *testing.T, ln net.Listener, opts DaemonOptions) *daemonFixtu
 			t.Fatal(err)
 		}
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	opts.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return gomilter.NoOpMilter{} },

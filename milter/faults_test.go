@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/logtest"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -35,8 +36,8 @@ type faultDaemon struct {
 	d       *Daemon
 	addr    string
 	metrics *Metrics
-	rtLogs  *logBuffer  // the sessions' JSON log
-	dLogs   *syncBuffer // the daemon's own log
+	rtLogs  *logBuffer      // the sessions' JSON log
+	dLogs   *logtest.Buffer // the daemon's own log
 }
 
 // slowResolver answers TXT queries for slow.example only after a pause,
@@ -70,7 +71,7 @@ func faultZone(t *testing.T) *dnstest.Zone {
 func startFaultDaemon(t *testing.T, opts DaemonOptions, wrap func(slog.Handler) slog.Handler) *faultDaemon {
 	t.Helper()
 	cfg := testConfig()
-	f := &faultDaemon{metrics: NewMetrics(), rtLogs: &logBuffer{}, dLogs: &syncBuffer{}}
+	f := &faultDaemon{metrics: NewMetrics(), rtLogs: &logBuffer{}, dLogs: &logtest.Buffer{}}
 	var h slog.Handler = slog.NewJSONHandler(f.rtLogs, nil)
 	if wrap != nil {
 		h = wrap(h)
@@ -127,7 +128,7 @@ func (f *faultDaemon) internalErrors(t *testing.T) map[string]float64 {
 // checkNoPanic fails the test if any log tells of a panic: the daemon's,
 // the sessions', or go-milter's, which recovers a panic in its session
 // loop and logs it to the standard logger.
-func checkNoPanic(t *testing.T, f *faultDaemon, stdLog *syncBuffer) {
+func checkNoPanic(t *testing.T, f *faultDaemon, stdLog *logtest.Buffer) {
 	t.Helper()
 	for name, text := range map[string]string{"daemon": f.dLogs.String(), "go-milter": stdLog.String()} {
 		if strings.Contains(strings.ToLower(text), "panic") {
@@ -143,9 +144,9 @@ func checkNoPanic(t *testing.T, f *faultDaemon, stdLog *syncBuffer) {
 
 // captureStdLog sends the standard logger, which go-milter writes to, to a
 // buffer for the rest of the test.
-func captureStdLog(t *testing.T) *syncBuffer {
+func captureStdLog(t *testing.T) *logtest.Buffer {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &logtest.Buffer{}
 	prev := log.Writer()
 	log.SetOutput(buf)
 	t.Cleanup(func() { log.SetOutput(prev) })
@@ -854,19 +855,6 @@ func (h panicHandler) WithGroup(name string) slog.Handler {
 	return panicHandler{h.Handler.WithGroup(name), h.match}
 }
 
-// recordAttr returns the value of a record's attribute.
-func recordAttr(r slog.Record, key string) string {
-	v := ""
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == key {
-			v = a.Value.String()
-			return false
-		}
-		return true
-	})
-	return v
-}
-
 // TestHandlerPanics makes the session panic at each stage where something
 // it calls can: the panic is recovered, that message (or, at CONNECT, that
 // connection's messages) is answered 451 4.3.0 and counted, and the
@@ -876,8 +864,8 @@ func TestHandlerPanics(t *testing.T) {
 	// client 127.0.0.2, make the log handler panic.
 	wrap := func(h slog.Handler) slog.Handler {
 		return panicHandler{h, func(r slog.Record) bool {
-			return r.Message == "spf decision" && strings.HasPrefix(recordAttr(r, "sender"), "panic-log@") ||
-				r.Message == "spf skipped" && recordAttr(r, "client_ip") == "127.0.0.2"
+			return r.Message == "spf decision" && strings.HasPrefix(logtest.Attr(r, "sender"), "panic-log@") ||
+				r.Message == "spf skipped" && logtest.Attr(r, "client_ip") == "127.0.0.2"
 		}}
 	}
 	tests := []struct {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/logtest"
 	"github.com/spf-milter/spf-milter/milter/internal/wire"
 	"github.com/spf-milter/spf-milter/spf"
 )
@@ -71,7 +72,7 @@ func FuzzSession(f *testing.F) {
 	// go-milter writes to the standard logger (a recovered panic among
 	// it): collected, so that its complaints about malformed packets do not
 	// flood the fuzzer's output.
-	stdLog := &syncBuffer{}
+	stdLog := &logtest.Buffer{}
 	prevOut, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(stdLog)
 	log.SetFlags(0)
@@ -83,7 +84,7 @@ func FuzzSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		flags, viaDaemon, stream := decodeFuzzInput(data)
 		cfg := fuzzConfig(flags)
-		logs := &fuzzLogHandler{}
+		logs := fuzzLogHandler()
 		rt := &Runtime{
 			Config: cfg,
 			Checker: &spf.Checker{
@@ -100,7 +101,7 @@ func FuzzSession(f *testing.F) {
 
 		resps, srv, events := runFuzzSession(t, rt, stream, viaDaemon)
 
-		for _, p := range logs.panics() {
+		for _, p := range recoveredPanics(logs) {
 			t.Errorf("panic recovered by the guard:\n%s", p)
 		}
 		if s := stdLog.String(); strings.Contains(s, "panic") {
@@ -308,7 +309,7 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte, viaDaemon bool) ([
 	// open (the session's conn is untracked just after it closes sc).
 	serve := func() { _ = srv.Serve(ln) }
 	stop := func() error { return ln.Close() }
-	dlog := &fuzzDaemonLog{}
+	dlog := fuzzDaemonLog()
 	if viaDaemon {
 		d := NewDaemon(srv, DaemonOptions{
 			// The whole stream is sent at once: an idle timeout means a
@@ -382,42 +383,32 @@ func runFuzzSession(t *testing.T, rt *Runtime, stream []byte, viaDaemon bool) ([
 	if readErr != nil {
 		t.Fatalf("reading the milter's replies: %v", readErr)
 	}
-	return resps, srv, dlog.events()
+	return resps, srv, sessionEvents(dlog)
 }
 
 // fuzzDaemonLog keeps the events a Daemon logs about how a session was
 // closed (a timeout, a protocol error); its notes about shutting down are
 // not kept.
-type fuzzDaemonLog struct {
-	mu   sync.Mutex
-	list []string
+func fuzzDaemonLog() *logtest.Handler {
+	return &logtest.Handler{Level: slog.LevelInfo, Keep: func(r slog.Record) bool {
+		return strings.HasPrefix(r.Message, "session closed")
+	}}
 }
 
-func (h *fuzzDaemonLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
-
-func (h *fuzzDaemonLog) Handle(_ context.Context, r slog.Record) error {
-	if !strings.HasPrefix(r.Message, "session closed") {
-		return nil
+// sessionEvents renders the records of a fuzzDaemonLog one line each,
+// message then attributes.
+func sessionEvents(h *logtest.Handler) []string {
+	var list []string
+	for _, r := range h.Records() {
+		var b strings.Builder
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			fmt.Fprintf(&b, " %s=%q", a.Key, a.Value.String())
+			return true
+		})
+		list = append(list, b.String())
 	}
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%q", a.Key, a.Value.String())
-		return true
-	})
-	h.mu.Lock()
-	h.list = append(h.list, b.String())
-	h.mu.Unlock()
-	return nil
-}
-
-func (h *fuzzDaemonLog) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *fuzzDaemonLog) WithGroup(string) slog.Handler      { return h }
-
-func (h *fuzzDaemonLog) events() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]string(nil), h.list...)
+	return list
 }
 
 // checkDaemonEvents checks how the Daemon closed the session: for a
@@ -970,39 +961,20 @@ func checkQuarantineReason(data []byte) error {
 // fuzzLogHandler keeps the panics the session's guard recovered; it
 // asks for error records only, so that the decision lines of millions of
 // sessions cost nothing.
-type fuzzLogHandler struct {
-	mu     sync.Mutex
-	stacks []string
+func fuzzLogHandler() *logtest.Handler {
+	return &logtest.Handler{Level: slog.LevelError, Keep: func(r slog.Record) bool {
+		return logtest.Attr(r, "stack") != ""
+	}}
 }
 
-func (h *fuzzLogHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
-
-func (h *fuzzLogHandler) Handle(_ context.Context, r slog.Record) error {
-	var cause, stack string
-	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "error":
-			cause = a.Value.String()
-		case "stack":
-			stack = a.Value.String()
-		}
-		return true
-	})
-	if stack != "" {
-		h.mu.Lock()
-		h.stacks = append(h.stacks, cause+"\n"+stack)
-		h.mu.Unlock()
+// recoveredPanics renders the records of a fuzzLogHandler as the cause
+// and the stack of each panic.
+func recoveredPanics(h *logtest.Handler) []string {
+	var list []string
+	for _, r := range h.Records() {
+		list = append(list, logtest.Attr(r, "error")+"\n"+logtest.Attr(r, "stack"))
 	}
-	return nil
-}
-
-func (h *fuzzLogHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *fuzzLogHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *fuzzLogHandler) panics() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]string(nil), h.stacks...)
+	return list
 }
 
 // waitGoroutines fails t unless the goroutine count falls back to before:

@@ -13,6 +13,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/logtest"
 	"github.com/spf-milter/spf-milter/milter/internal/wire"
 	"github.com/spf-milter/spf-milter/spf"
 )
@@ -142,7 +143,7 @@ func noReplySession() []fuzzPacket {
 // startNoReplyDaemon serves spf-milter's sessions through a Daemon with
 // opts, checking against a zone in memory, and returns its address and
 // its log, debug lines included.
-func startNoReplyDaemon(t *testing.T, opts DaemonOptions) (string, *syncBuffer) {
+func startNoReplyDaemon(t *testing.T, opts DaemonOptions) (string, *logtest.Buffer) {
 	t.Helper()
 	cfg := testConfig()
 	rt := &Runtime{
@@ -150,7 +151,7 @@ func startNoReplyDaemon(t *testing.T, opts DaemonOptions) (string, *syncBuffer) 
 		Checker: &spf.Checker{Resolver: dnstest.NewMapResolver(fuzzZone(t)), Receiver: cfg.Receiver, Timeout: 10 * time.Second},
 		Log:     slog.New(slog.DiscardHandler),
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	opts.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d := NewDaemon(NewServer(func() *Runtime { return rt }), opts)
 	ln, err := Listen("inet:127.0.0.1:0", 0)

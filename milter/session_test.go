@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/logtest"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
@@ -68,7 +69,7 @@ func testConfig() *config.Config {
 }
 
 // logBuffer collects the JSON log lines of a server.
-type logBuffer struct{ syncBuffer }
+type logBuffer struct{ logtest.Buffer }
 
 // lines returns the records whose msg is msg.
 func (l *logBuffer) lines(t *testing.T, msg string) []map[string]any {

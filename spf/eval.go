@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -22,13 +21,14 @@ const (
 // abort ends an evaluation early with temperror or permerror.
 type abort struct {
 	result  Result
+	kind    ProblemKind
 	problem string
 }
 
 func (a *abort) Error() string { return string(a.result) + ": " + a.problem }
 
-func permerror(format string, args ...any) *abort {
-	return &abort{PermError, fmt.Sprintf(format, args...)}
+func permerror(kind ProblemKind, format string, args ...any) *abort {
+	return &abort{PermError, kind, fmt.Sprintf(format, args...)}
 }
 
 // evaluation is the state of one check: the counters that RFC 7208 §4.6.4
@@ -52,7 +52,11 @@ type verdict struct {
 	domain    string  // domain of rec
 	rec       *Record // record holding the deciding term, for exp=
 	problem   string
-	notFound  bool // no SPF record at domain (result none)
+	kind      ProblemKind
+	// term is, for a syntax error in the record of the domain checked
+	// first, the term that does not parse.
+	term     string
+	notFound bool // no SPF record at domain (result none)
 }
 
 func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender, helo string) *Outcome {
@@ -74,13 +78,14 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender,
 	out.Domain = domain
 
 	if !ip.IsValid() {
-		out.Result, out.Problem = PermError, "no valid client IP address"
+		out.Result, out.Problem, out.ProblemKind = PermError, "no valid client IP address", ProblemNoClientIP
 		return out
 	}
 	name, reason := initialDomain(domain)
 	if reason != "" {
 		// RFC 7208 §4.3: a malformed or single-label domain is none.
 		out.Result, out.Problem = None, fmt.Sprintf("%s is %s", quoteTerm(domain), reason)
+		out.ProblemKind, out.ProblemReason = ProblemNotADomain, reason
 		out.Trace = append(out.Trace, Step{Kind: StepResult, Domain: domain, Result: None, Detail: out.Problem})
 		return out
 	}
@@ -102,6 +107,7 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender,
 	}()
 	v := e.checkHost(name, 0)
 	out.Result, out.Problem = v.result, v.problem
+	out.ProblemKind, out.ProblemTerm = v.kind, v.term
 	out.Mechanism, out.MechanismDomain = v.mechanism, v.domain
 	if v.result == Fail {
 		out.Explanation = e.explain(v)
@@ -191,7 +197,7 @@ func (e *evaluation) checkHost(domain string, depth int) verdict {
 		if err != nil {
 			a := e.asAbort(err)
 			e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Result: a.result, Detail: a.problem})
-			return verdict{result: a.result, problem: a.problem, mechanism: written(d), domain: domain, rec: rec}
+			return verdict{result: a.result, problem: a.problem, kind: a.kind, mechanism: written(d), domain: domain, rec: rec}
 		}
 		if match {
 			r := d.Qualifier.Result()
@@ -215,7 +221,7 @@ func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt str
 	if err != nil && !IsNotFound(err) {
 		a := e.temperror(err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: TempError, Detail: a.problem})
-		return nil, "", verdict{result: TempError, problem: a.problem, domain: domain}, false
+		return nil, "", verdict{result: TempError, problem: a.problem, kind: a.kind, domain: domain}, false
 	}
 	var records []string
 	for _, t := range txts {
@@ -227,22 +233,27 @@ func (e *evaluation) fetchRecord(domain string, depth int) (rec *Record, txt str
 	case 0:
 		problem := "no SPF record at " + domain
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: None, Detail: problem})
-		return nil, "", verdict{result: None, domain: domain, problem: problem, notFound: true}, false
+		return nil, "", verdict{result: None, domain: domain, problem: problem, kind: ProblemNoRecord, notFound: true}, false
 	case 1:
 	default:
 		problem := fmt.Sprintf("%d SPF records at %s; there must be one", len(records), domain)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: PermError, Detail: problem})
-		return nil, "", verdict{result: PermError, domain: domain, problem: problem}, false
+		return nil, "", verdict{result: PermError, domain: domain, problem: problem, kind: ProblemMultipleRecords}, false
 	}
 	txt = records[0]
 	rec, err = e.c.parseRecord(txt, until)
 	if err != nil {
 		problem := fmt.Sprintf("SPF record of %s: %v", domain, err)
 		e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Result: PermError, Detail: problem})
+		v := verdict{result: PermError, domain: domain, problem: problem, kind: ProblemSyntax}
 		if depth == 0 {
 			e.out.Record = txt
+			var se *SyntaxError
+			if errors.As(err, &se) {
+				v.term = se.Term
+			}
 		}
-		return nil, txt, verdict{result: PermError, domain: domain, problem: problem}, false
+		return nil, txt, v, false
 	}
 	e.step(Step{Kind: StepRecord, Depth: depth, Domain: domain, Detail: txt})
 	return rec, txt, verdict{}, true
@@ -252,19 +263,19 @@ func (e *evaluation) redirect(rec *Record, domain string, depth int) verdict {
 	term := written(rec.Redirect)
 	if err := e.countLookup(); err != nil {
 		e.step(Step{Kind: StepLimit, Depth: depth, Domain: domain, Term: term, Result: PermError, Detail: err.problem})
-		return verdict{result: PermError, problem: err.problem, mechanism: term, domain: domain}
+		return verdict{result: PermError, problem: err.problem, kind: err.kind, mechanism: term, domain: domain}
 	}
 	target, ok := e.target(rec.Redirect.Value, domain)
 	e.step(Step{Kind: StepRedirect, Depth: depth, Domain: domain, Term: term, Detail: "to " + target})
 	if !ok {
 		problem := fmt.Sprintf("redirect target %s is not a valid domain name", quoteTerm(target))
-		return verdict{result: PermError, problem: problem, mechanism: term, domain: domain}
+		return verdict{result: PermError, problem: problem, kind: ProblemInvalidTarget, mechanism: term, domain: domain}
 	}
 	v := e.checkHost(target, depth+1)
 	e.step(Step{Kind: StepReturn, Depth: depth, Domain: domain, Term: term, Result: v.result})
 	if v.notFound {
 		// RFC 7208 §6.1: a redirect to a domain without a record is permerror.
-		return verdict{result: PermError, problem: "redirect target " + target + " has no SPF record", mechanism: term, domain: domain}
+		return verdict{result: PermError, problem: "redirect target " + target + " has no SPF record", kind: ProblemTargetNoRecord, mechanism: term, domain: domain}
 	}
 	return v
 }
@@ -309,7 +320,7 @@ func (e *evaluation) evalInclude(d *Directive, domain string, depth int) (bool, 
 	target, ok := e.target(d.Domain, domain)
 	e.step(Step{Kind: StepInclude, Depth: depth, Domain: domain, Term: written(d), Detail: "checking " + target})
 	if !ok {
-		return false, permerror("include target %s is not a valid domain name", quoteTerm(target))
+		return false, permerror(ProblemInvalidTarget, "include target %s is not a valid domain name", quoteTerm(target))
 	}
 	v := e.checkHost(target, depth+1)
 	e.step(Step{Kind: StepReturn, Depth: depth, Domain: domain, Term: written(d), Result: v.result})
@@ -322,251 +333,18 @@ func (e *evaluation) evalInclude(d *Directive, domain string, depth int) (bool, 
 		e.step(Step{Kind: StepTerm, Depth: depth, Domain: domain, Term: written(d), Detail: target + " gave " + string(v.result)})
 		return false, nil
 	case TempError:
-		return false, &abort{TempError, v.problem}
+		return false, &abort{TempError, v.kind, v.problem}
 	case None:
-		return false, permerror("included domain %s has no SPF record", target)
+		return false, permerror(ProblemTargetNoRecord, "included domain %s has no SPF record", target)
 	default:
-		return false, &abort{PermError, v.problem}
+		return false, &abort{PermError, v.kind, v.problem}
 	}
-}
-
-func (e *evaluation) evalA(d *Directive, domain string) (bool, string, error) {
-	target, ok := e.target(d.Domain, domain)
-	if !ok {
-		return false, invalidTarget(target), nil
-	}
-	addrs, err := e.lookupAddrs(target, true)
-	if err != nil {
-		return false, "", err
-	}
-	match := e.matchAny(addrs, d)
-	return match, target + " has " + addrList(addrs), nil
-}
-
-func (e *evaluation) evalMX(d *Directive, domain string) (bool, string, error) {
-	target, ok := e.target(d.Domain, domain)
-	if !ok {
-		return false, invalidTarget(target), nil
-	}
-	names, err := e.c.Resolver.LookupMX(e.ctx, target)
-	if err != nil {
-		if IsNotFound(err) {
-			return false, "no MX records at " + target, e.void()
-		}
-		return false, "", e.temperror(err)
-	}
-	if len(names) > maxMXNames {
-		return false, "", permerror("%s has %d MX records; at most %d may be looked up", target, len(names), maxMXNames)
-	}
-	hosts := mxHosts(names)
-	lookups := e.startAddrLookups(hosts, func(addrs []netip.Addr) bool { return e.matchAny(addrs, d) })
-	defer lookups.stop()
-	// The first host in MX order that fails or matches decides, whichever
-	// answer came first.
-	for i, n := range hosts {
-		match, err := lookups.get(i)
-		if err != nil {
-			if IsNotFound(err) {
-				continue // no match, and not a void lookup: only the MX query can be
-			}
-			return false, "", e.temperror(err)
-		}
-		if match {
-			return true, "MX " + n + " has " + e.ip.String(), nil
-		}
-	}
-	return false, "no MX host of " + target + " has " + e.ip.String(), nil
-}
-
-// mxHosts returns the host names of MX records as names to query.
-func mxHosts(names []string) []string {
-	hosts := make([]string, 0, len(names))
-	for _, n := range names {
-		n = strings.TrimSuffix(n, ".")
-		if n == "" {
-			continue // a null MX (RFC 7505) names no host
-		}
-		hosts = append(hosts, n)
-	}
-	return hosts
-}
-
-func (e *evaluation) evalPTR(d *Directive, domain string) (bool, string, error) {
-	target, ok := e.target(d.Domain, domain)
-	if !ok {
-		return false, invalidTarget(target), nil
-	}
-	names, err := e.c.Resolver.LookupPTR(e.ctx, e.ip)
-	if err != nil {
-		// RFC 7208 §5.5: a DNS error on the PTR lookup is no match.
-		if IsNotFound(err) {
-			return false, "no PTR records for " + e.ip.String(), e.void()
-		}
-		return false, "PTR lookup failed: " + err.Error(), nil
-	}
-	if n := e.validated(names, target, true); n != "" {
-		return true, "validated name " + n, nil
-	}
-	return false, "no validated name in " + target, nil
-}
-
-// validated returns the first of the (at most 10) PTR names that resolves
-// back to the client IP, considering only names at or under target when
-// suffixOnly is set (RFC 7208 §5.5). A name whose lookup fails is skipped.
-func (e *evaluation) validated(names []string, target string, suffixOnly bool) string {
-	if len(names) > maxPTRNames {
-		names = names[:maxPTRNames]
-	}
-	candidates := make([]string, 0, len(names))
-	for _, n := range names {
-		n = strings.TrimSuffix(n, ".")
-		if suffixOnly && !isSubdomain(n, target) {
-			continue
-		}
-		candidates = append(candidates, n)
-	}
-	lookups := e.startAddrLookups(candidates, func(addrs []netip.Addr) bool {
-		for _, a := range addrs {
-			if a.Unmap() == e.ip {
-				return true
-			}
-		}
-		return false
-	})
-	defer lookups.stop()
-	for i, n := range candidates {
-		if match, err := lookups.get(i); err == nil && match {
-			return n
-		}
-	}
-	return ""
-}
-
-func (e *evaluation) evalExists(d *Directive, domain string) (bool, string, error) {
-	target, ok := e.target(d.Domain, domain)
-	if !ok {
-		return false, invalidTarget(target), nil
-	}
-	// exists always asks for A records, whatever the client's family.
-	addrs, err := e.c.Resolver.LookupA(e.ctx, target)
-	if err != nil {
-		if IsNotFound(err) {
-			return false, target + " does not exist", e.void()
-		}
-		return false, "", e.temperror(err)
-	}
-	return len(addrs) > 0, target + " has " + addrList(addrs), nil
-}
-
-// lookupAddrs fetches the addresses of name in the client's family; a void
-// answer counts against the void limit when countVoid is set.
-func (e *evaluation) lookupAddrs(name string, countVoid bool) ([]netip.Addr, error) {
-	addrs, err := e.addrs(name)
-	if err != nil {
-		if IsNotFound(err) {
-			if countVoid {
-				return nil, e.void()
-			}
-			return nil, nil
-		}
-		return nil, e.temperror(err)
-	}
-	return addrs, nil
-}
-
-func (e *evaluation) addrs(name string) ([]netip.Addr, error) {
-	return e.addrsIn(e.ctx, name)
-}
-
-// addrsIn is addrs under ctx, which may end before the check does.
-func (e *evaluation) addrsIn(ctx context.Context, name string) ([]netip.Addr, error) {
-	if e.ip.Is4() {
-		return e.c.Resolver.LookupA(ctx, name)
-	}
-	return e.c.Resolver.LookupAAAA(ctx, name)
-}
-
-func (e *evaluation) matchAny(addrs []netip.Addr, d *Directive) bool {
-	bits := d.CIDR6
-	if e.ip.Is4() {
-		bits = d.CIDR4
-	}
-	for _, a := range addrs {
-		a = a.Unmap()
-		if a.Is4() != e.ip.Is4() {
-			continue
-		}
-		if p, err := a.Prefix(bits); err == nil && p.Contains(e.ip) {
-			return true
-		}
-	}
-	return false
-}
-
-// target expands a mechanism's domain-spec (or takes the current domain)
-// into a name to query. ok is false when the name cannot be queried; such
-// a name is treated as one that does not exist.
-func (e *evaluation) target(spec *MacroString, domain string) (name string, ok bool) {
-	if spec == nil {
-		return domain, true
-	}
-	name = strings.TrimSuffix(spec.Expand(e.env(domain)), ".")
-	// RFC 7208 §7.3: an over-long expansion loses labels from the left.
-	for len(name) > maxNameLength {
-		i := strings.IndexByte(name, '.')
-		if i < 0 {
-			break
-		}
-		name = name[i+1:]
-	}
-	return name, badName(name) == ""
-}
-
-func invalidTarget(name string) string {
-	return quoteTerm(name) + " is not a valid domain name; treated as not existing"
-}
-
-func (e *evaluation) env(domain string) *MacroEnv {
-	return &MacroEnv{
-		Sender:   e.sender,
-		Domain:   domain,
-		IP:       e.ip,
-		HELO:     e.out.HELO,
-		Receiver: e.c.Receiver,
-		PTR:      func() string { return e.ptrMacro(domain) },
-	}
-}
-
-// ptrMacro finds %{p}: a validated name of the client, preferring one at or
-// under domain (RFC 7208 §7.3).
-func (e *evaluation) ptrMacro(domain string) string {
-	if e.ptrName != nil {
-		return *e.ptrName
-	}
-	name := "unknown"
-	if names, err := e.c.Resolver.LookupPTR(e.ctx, e.ip); err == nil {
-		if n := e.validated(names, domain, true); n != "" {
-			name = n
-		} else if n := e.validated(names, "", false); n != "" {
-			name = n
-		}
-	}
-	e.ptrName = &name
-	return name
-}
-
-func isSubdomain(name, parent string) bool {
-	if len(name) < len(parent) {
-		return false
-	}
-	tail := name[len(name)-len(parent):]
-	return strings.EqualFold(tail, parent) && (len(name) == len(parent) || name[len(name)-len(parent)-1] == '.')
 }
 
 func (e *evaluation) countLookup() *abort {
 	e.lookups++
 	if e.lookups > maxDNSTerms {
-		return permerror("more than %d DNS-querying terms (RFC 7208 §4.6.4)", maxDNSTerms)
+		return permerror(ProblemLookupLimit, "more than %d DNS-querying terms (RFC 7208 §4.6.4)", maxDNSTerms)
 	}
 	return nil
 }
@@ -574,7 +352,7 @@ func (e *evaluation) countLookup() *abort {
 func (e *evaluation) void() error {
 	e.voids++
 	if e.voids > maxVoid {
-		return permerror("more than %d lookups returned no records (RFC 7208 §4.6.4)", maxVoid)
+		return permerror(ProblemVoidLimit, "more than %d lookups returned no records (RFC 7208 §4.6.4)", maxVoid)
 	}
 	return nil
 }
@@ -587,9 +365,9 @@ func (e *evaluation) temperror(err error) *abort {
 	// done: ask the clock too.
 	deadline, ok := e.ctx.Deadline()
 	if e.ctx.Err() != nil || (ok && !time.Now().Before(deadline)) {
-		return &abort{TempError, fmt.Sprintf("check did not finish within its deadline (%v)", err)}
+		return &abort{TempError, ProblemDeadline, fmt.Sprintf("check did not finish within its deadline (%v)", err)}
 	}
-	return &abort{TempError, "DNS failure: " + err.Error()}
+	return &abort{TempError, ProblemDNS, "DNS failure: " + err.Error()}
 }
 
 func (e *evaluation) asAbort(err error) *abort {
@@ -598,67 +376,4 @@ func (e *evaluation) asAbort(err error) *abort {
 		return a
 	}
 	return e.temperror(err)
-}
-
-// explain computes the explanation of a fail result (RFC 7208 §6.2): the
-// exp= text of the record that decided, or the default explanation when
-// there is none or anything about it goes wrong.
-func (e *evaluation) explain(v verdict) string {
-	env := e.env(v.domain)
-	env.Now = time.Now()
-	if v.rec != nil && v.rec.Exp != nil {
-		if text, ok := e.expText(v.rec.Exp, env); ok {
-			e.step(Step{Kind: StepExp, Domain: v.domain, Term: written(v.rec.Exp), Detail: text})
-			return text
-		}
-	}
-	def := e.c.Explanation
-	if def == "" {
-		def = DefaultExplanation
-	}
-	ms, err := e.c.defaultExplanation(def)
-	if err != nil {
-		return def
-	}
-	return ms.Expand(env)
-}
-
-func (e *evaluation) expText(exp *Modifier, env *MacroEnv) (string, bool) {
-	target, ok := e.target(exp.Value, env.Domain)
-	if !ok {
-		return "", false
-	}
-	txts, err := e.c.Resolver.LookupTXT(e.ctx, target)
-	if err != nil || len(txts) != 1 {
-		detail := "not exactly one TXT record"
-		if err != nil {
-			detail = err.Error()
-		}
-		e.step(Step{Kind: StepExp, Domain: env.Domain, Term: written(exp), Detail: "ignored: " + detail})
-		return "", false
-	}
-	ms, err := ParseMacroString(txts[0], true)
-	if err != nil {
-		e.step(Step{Kind: StepExp, Domain: env.Domain, Term: written(exp), Detail: "ignored: " + err.Error()})
-		return "", false
-	}
-	return ms.Expand(env), true
-}
-
-func addrList(addrs []netip.Addr) string {
-	if len(addrs) == 0 {
-		return "no addresses"
-	}
-	var b strings.Builder
-	for i, a := range addrs {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		if i == 5 {
-			b.WriteString("and " + strconv.Itoa(len(addrs)-5) + " more")
-			break
-		}
-		b.WriteString(a.String())
-	}
-	return b.String()
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/internal/lru"
 )
 
 // heapInUse returns the bytes of live heap objects after a full
@@ -189,7 +191,7 @@ func TestRecordCacheLifetime(t *testing.T) {
 			{a, t0, t0, false, 0},
 			{a, t0, t0, false, 0},
 		}},
-		{"a record over its share of the bound is not kept", recordMaxShares*recordBytes(a) - 1, []step{
+		{"a record over its share of the bound is not kept", lru.EntryShare*recordBytes(a) - 1, []step{
 			{a, t0.Add(time.Hour), t0, false, 0},
 		}},
 	}
@@ -292,27 +294,24 @@ func TestRecordCacheLRU(t *testing.T) {
 	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	txt := func(i int) string { return fmt.Sprintf("v=spf1 a:h%02d.example -all", i) }
 	size := recordBytes(txt(0))
-	rc := newRecordCache(recordMaxShares * size)
+	rc := newRecordCache(lru.EntryShare * size)
 	first, err := rc.parse(txt(0), t0.Add(time.Hour), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i < recordMaxShares; i++ {
+	for i := 1; i < lru.EntryShare; i++ {
 		_, _ = rc.parse(txt(i), t0.Add(time.Hour), t0)
 	}
 	// The first is used again, and a new one comes: the second goes.
 	if again, _ := rc.parse(txt(0), t0.Add(time.Hour), t0); again != first {
 		t.Error("the first record was parsed anew while the bound held it")
 	}
-	_, _ = rc.parse(txt(recordMaxShares), t0.Add(time.Hour), t0)
+	_, _ = rc.parse(txt(lru.EntryShare), t0.Add(time.Hour), t0)
 	n, bytes := rc.size()
-	if n != recordMaxShares || bytes > recordMaxShares*size {
-		t.Errorf("%d records in %d bytes, want %d within %d", n, bytes, recordMaxShares, recordMaxShares*size)
+	if n != lru.EntryShare || bytes > lru.EntryShare*size {
+		t.Errorf("%d records in %d bytes, want %d within %d", n, bytes, lru.EntryShare, lru.EntryShare*size)
 	}
-	rc.mu.Lock()
-	_, second := rc.entries[txt(1)]
-	_, firstKept := rc.entries[txt(0)]
-	rc.mu.Unlock()
+	second, firstKept := rc.holds(txt(1)), rc.holds(txt(0))
 	if second || !firstKept {
 		t.Errorf("second kept %v, first kept %v; want the second gone, the first kept", second, firstKept)
 	}

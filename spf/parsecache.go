@@ -1,13 +1,14 @@
 package spf
 
 import (
-	"container/list"
 	"context"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/idna"
+
+	"github.com/spf-milter/spf-milter/internal/lru"
 )
 
 // A busy receiver sees the same few hundred records all day; parsing each
@@ -37,11 +38,10 @@ const defaultRecordBytes = DefaultCacheBytes / recordShare
 // Modifier per term and a part per macro. TestRecordBytesCoverHeap checks
 // they do not fall below what the heap shows.
 const (
-	recordOverhead  = 192 // the Record, the entry, its list element and map slot
-	recordPerOctet  = 4   // the text, kept as the key and in the terms
-	recordPerTerm   = 192 // a term's struct and what its value parses into
-	recordPerMacro  = 192 // a macro and the literal before it
-	recordMaxShares = 64  // one record may take at most 1/64 of the bound
+	recordOverhead = 192 // the Record, the entry, its list element and map slot
+	recordPerOctet = 4   // the text, kept as the key and in the terms
+	recordPerTerm  = 192 // a term's struct and what its value parses into
+	recordPerMacro = 192 // a macro and the literal before it
 )
 
 // recordBytes estimates the heap that keeping the parse of txt takes,
@@ -54,26 +54,21 @@ func recordBytes(txt string) int64 {
 
 // recordCache keeps parsed records by text, each until the time it was
 // given, within maxBytes as recordBytes accounts them; the least recently
-// used goes first. It is safe for concurrent use.
+// used goes first, and one record over maxBytes/lru.EntryShare is not
+// kept. It is safe for concurrent use.
 type recordCache struct {
-	maxBytes int64
-
 	mu      sync.Mutex
-	bytes   int64
-	lru     *list.List // of *recordEntry, most recently used first
-	entries map[string]*list.Element
+	records *lru.Cache[string, parsed]
 }
 
-type recordEntry struct {
-	txt     string
-	rec     *Record
-	err     error
-	expires time.Time
-	bytes   int64
+// parsed is what Parse gave for a text: a record, or why it is none.
+type parsed struct {
+	rec *Record
+	err error
 }
 
 func newRecordCache(maxBytes int64) *recordCache {
-	return &recordCache{maxBytes: maxBytes, lru: list.New(), entries: make(map[string]*list.Element)}
+	return &recordCache{records: lru.New[string, parsed](0, maxBytes)}
 }
 
 // parse is Parse, remembered until until: the expiry of the answer txt
@@ -81,52 +76,39 @@ func newRecordCache(maxBytes int64) *recordCache {
 // expires.
 func (c *recordCache) parse(txt string, until, now time.Time) (*Record, error) {
 	c.mu.Lock()
-	if el, ok := c.entries[txt]; ok {
-		e := el.Value.(*recordEntry)
-		if now.Before(e.expires) {
-			if until.After(e.expires) {
-				e.expires = until
-			}
-			c.lru.MoveToFront(el)
-			c.mu.Unlock()
-			return e.rec, e.err
-		}
-		c.remove(el)
+	if p, _, ok := c.records.Get(txt, now); ok {
+		c.records.Extend(txt, until)
+		c.mu.Unlock()
+		return p.rec, p.err
 	}
 	c.mu.Unlock()
 
+	// Parsed outside the lock: a long record must not hold up the checks
+	// that find theirs kept. Two checks may parse the same text at once;
+	// the later Add keeps one copy.
 	rec, err := Parse(txt)
-	size := recordBytes(txt)
-	if !until.After(now) || size > c.maxBytes/recordMaxShares {
+	if !until.After(now) {
 		return rec, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[txt]; ok {
-		// Parsed meanwhile by another check: keep one copy.
-		c.remove(el)
-	}
-	c.entries[txt] = c.lru.PushFront(&recordEntry{txt: txt, rec: rec, err: err, expires: until, bytes: size})
-	c.bytes += size
-	for c.bytes > c.maxBytes {
-		c.remove(c.lru.Back())
-	}
+	c.records.Add(txt, parsed{rec, err}, recordBytes(txt), until)
 	return rec, err
-}
-
-// remove drops the entry at el; c.mu is held.
-func (c *recordCache) remove(el *list.Element) {
-	e := el.Value.(*recordEntry)
-	c.lru.Remove(el)
-	delete(c.entries, e.txt)
-	c.bytes -= e.bytes
 }
 
 // size returns the number of records kept and their accounted bytes.
 func (c *recordCache) size() (int, int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len(), c.bytes
+	return c.records.Len(), c.records.Bytes()
+}
+
+// holds reports whether the parse of txt is kept, expired or not.
+func (c *recordCache) holds(txt string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, _, ok := c.records.Get(txt, time.Time{})
+	return ok
 }
 
 // recordKeeper is implemented by a resolver that keeps the parsed SPF

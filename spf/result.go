@@ -1,8 +1,3 @@
-// Package spf evaluates Sender Policy Framework records as RFC 7208
-// specifies: it parses a record completely into typed terms, evaluates them
-// against a client IP through a small DNS interface, and returns an Outcome
-// that carries the result together with its cause and a trace of every step,
-// so that a caller can explain the decision to a person.
 package spf
 
 import (
@@ -79,8 +74,18 @@ type Outcome struct {
 	// Explanation is the text for a fail result (RFC 7208 §6.2): the
 	// domain's exp= text, or the checker's default explanation.
 	Explanation string
-	// Problem says what went wrong for temperror and permerror.
+	// Problem says what went wrong for temperror and permerror, and why
+	// the result is none, in words for people.
 	Problem string
+	// ProblemKind says which problem Problem describes; empty when it is
+	// empty.
+	ProblemKind ProblemKind
+	// ProblemTerm is, for ProblemSyntax in Record itself, the term of
+	// Record that does not parse, as written.
+	ProblemTerm string
+	// ProblemReason is, for ProblemNotADomain, why Domain is not a name
+	// SPF checks, without the name.
+	ProblemReason string
 
 	// DNSLookups counts the terms that caused DNS queries (RFC 7208 §4.6.4).
 	DNSLookups int

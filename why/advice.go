@@ -1,7 +1,6 @@
 package why
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -83,7 +82,7 @@ func (v *view) verdict() string {
 		return fmt.Sprintf("The SPF record of %s neither allows nor forbids %s to send mail for it (%s).", v.domain, v.ip, r)
 	case spf.None:
 		if !o.LookedUp() {
-			return fmt.Sprintf("\"%s\" cannot be checked with SPF: %s (%s).", v.domain, show(notCheckedReason(o)), r)
+			return fmt.Sprintf("\"%s\" cannot be checked with SPF: %s (%s).", v.domain, show(o.ProblemReason), r)
 		}
 		return fmt.Sprintf("%s publishes no SPF record, so nothing says whether %s may send mail for it (%s).", v.domain, v.ip, r)
 	case spf.TempError:
@@ -92,16 +91,6 @@ func (v *view) verdict() string {
 		return fmt.Sprintf("The SPF record of %s is broken, so it cannot say whether %s may send mail for it (%s).", v.domain, v.ip, r)
 	}
 	return fmt.Sprintf("The check of %s gave %s.", v.domain, show(r))
-}
-
-// notCheckedReason is why the domain was not looked up, without the
-// quoted name the spf package puts in front of it.
-func notCheckedReason(o *spf.Outcome) string {
-	p := o.Problem
-	if i := strings.Index(p, "\" is "); i >= 0 {
-		return p[i+len("\" is "):]
-	}
-	return p
 }
 
 // decision says which term decided, and why.
@@ -247,7 +236,7 @@ func (v *view) temperror() []para {
 	o := v.o
 	out := []para{{text("The DNS servers for " + v.domain + " (or for a name its record refers to) did not answer properly. " +
 		"Check that every name server of the domain answers TXT, A and MX queries, over UDP and over TCP.")}}
-	if strings.Contains(o.Problem, "deadline") {
+	if o.ProblemKind == spf.ProblemDeadline {
 		out = append(out, para{text("The whole check took too long: fewer lookups (fewer include:, a and mx terms) and faster name servers help.")})
 	}
 	out = append(out, para{text("A refusal for this result is temporary: the sending server tries again, and the mail goes through once DNS answers.")})
@@ -257,31 +246,29 @@ func (v *view) temperror() []para {
 // permerror advises on a broken record, by what is broken.
 func (v *view) permerror() []para {
 	o := v.o
-	p := o.Problem
 	var out []para
-	switch {
-	case strings.Contains(p, "DNS-querying terms"):
+	switch o.ProblemKind {
+	case spf.ProblemLookupLimit:
 		out = append(out, para{text("The record needs more than 10 DNS lookups (RFC 7208 §4.6.4); each "),
 			code("include:"), text(", "), code("a"), text(", "), code("mx"), text(", "), code("ptr"), text(", "), code("exists"),
 			text(" and "), code("redirect="), text(" costs one, and so do those inside the included records. " +
 				"Remove includes you no longer use, replace a and mx terms with ip4:/ip6: ranges, " +
 				"or flatten an include: into the ip4:/ip6: ranges it lists (and keep them up to date).")})
-	case strings.Contains(p, "returned no records"):
+	case spf.ProblemVoidLimit:
 		out = append(out, para{text("More than two terms of the record point to names that do not exist or have no records " +
 			"(void lookups, RFC 7208 §4.6.4). Remove those terms or correct their names; the trace below shows which.")})
-	case strings.Contains(p, "SPF records at"):
+	case spf.ProblemMultipleRecords:
 		out = append(out, para{text("The domain publishes more than one TXT record starting with "), code("v=spf1"),
 			text("; there must be exactly one. Merge them into one record, with one "), code("all"), text(" term at its end.")})
-	case strings.Contains(p, "included domain") && strings.Contains(p, "no SPF record"),
-		strings.Contains(p, "redirect target") && strings.Contains(p, "no SPF record"):
+	case spf.ProblemTargetNoRecord:
 		out = append(out, para{text("A term points to a domain that publishes no SPF record: correct the name, or remove the term.")})
-	case strings.Contains(p, "not a valid domain name"):
+	case spf.ProblemInvalidTarget:
 		out = append(out, para{text("A term points to a name that is not a valid domain name: correct it.")})
-	case strings.Contains(p, "MX records; at most"):
+	case spf.ProblemTooManyMX:
 		out = append(out, para{text("An "), code("mx"), text(" term names a domain with more than 10 MX hosts: list the servers with ip4:/ip6: terms instead.")})
-	case syntaxTerm(o.Record) != "" || strings.Contains(p, "invalid term") || strings.Contains(p, "SPF record of"):
+	case spf.ProblemSyntax:
 		pp := para{text("Fix the syntax of the record")}
-		if t := syntaxTerm(o.Record); t != "" {
+		if t := o.ProblemTerm; t != "" {
 			pp = append(pp, text(": the term "), code(t), text(" is not valid"))
 		}
 		pp = append(pp, text(". Terms are separated by single spaces; see RFC 7208 §4.6.1 and §5 for their form."))
@@ -291,19 +278,6 @@ func (v *view) permerror() []para {
 	}
 	out = append(out, para{text("Until the record is fixed, receivers that refuse on permerror refuse all mail from " + v.domain + ".")})
 	return out
-}
-
-// syntaxTerm is the term of record that does not parse, if one is to blame.
-func syntaxTerm(record string) string {
-	if record == "" {
-		return ""
-	}
-	_, err := spf.Parse(record)
-	var se *spf.SyntaxError
-	if errors.As(err, &se) {
-		return se.Term
-	}
-	return ""
 }
 
 // allowedTerms lists the terms of record that allow servers: its

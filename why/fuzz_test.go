@@ -7,11 +7,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/htmltest"
 	"github.com/spf-milter/spf-milter/spf"
 )
 
 // FuzzPage renders pages for arbitrary senders, HELO names, records and
-// explanations: each must be an inert page (checkInert) of valid UTF-8
+// explanations: each must be an inert page (htmltest.CheckInertPage) of valid UTF-8
 // without control characters, whatever the input.
 func FuzzPage(f *testing.F) {
 	f.Add("joe@fuzz.example", "mail.example", "v=spf1 ip4:192.0.2.0/24 -all exp=exp.fuzz.example", "not %{i}", "69.84.129.239")
@@ -41,7 +42,7 @@ func FuzzPage(f *testing.F) {
 				t.Fatalf("the page holds %U", r)
 			}
 		}
-		checkInert(t, body)
+		htmltest.CheckInertPage(t, body)
 	})
 }
 

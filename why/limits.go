@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/spf-milter/spf-milter/internal/lru"
 )
 
 // rateLimiter gives each client a token bucket of burst tokens refilled at
@@ -105,16 +107,13 @@ func clientKey(remoteAddr string) netip.Prefix {
 // answerCache keeps rendered answers for ttl, at most max of them and
 // maxBytes of them as answerBytes counts them; the one used least
 // recently goes first. A page is as large as the records it quotes, which
-// their owners choose: one over maxBytes/pageShare is served but not kept.
+// their owners choose: one over maxBytes/lru.EntryShare is served but not
+// kept.
 type answerCache struct {
-	ttl      time.Duration
-	max      int
-	maxBytes int64
+	ttl time.Duration
 
-	mu      sync.Mutex
-	bytes   int64
-	entries map[string]*list.Element // of *answer
-	order   *list.List               // most recently used first
+	mu    sync.Mutex
+	pages *lru.Cache[string, *answer]
 }
 
 // answer is a rendered page and when it stops being served.
@@ -123,9 +122,6 @@ type answer struct {
 	page    []byte
 	expires time.Time
 }
-
-// pageShare is the part of the byte bound one page may take at most.
-const pageShare = 64
 
 // answerOverhead covers an answer's struct, list element and map slot
 // beside its key and page.
@@ -138,7 +134,7 @@ func answerBytes(a *answer) int64 {
 }
 
 func newAnswerCache(ttl time.Duration, max int, maxBytes int64) *answerCache {
-	return &answerCache{ttl: ttl, max: max, maxBytes: maxBytes, entries: make(map[string]*list.Element), order: list.New()}
+	return &answerCache{ttl: ttl, pages: lru.New[string, *answer](max, maxBytes)}
 }
 
 // get returns the answer for key if it has not expired.
@@ -148,57 +144,32 @@ func (c *answerCache) get(key string, now time.Time) (*answer, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.entries[key]
-	if !ok {
-		return nil, false
-	}
-	a := el.Value.(*answer)
-	if !now.Before(a.expires) {
-		c.remove(el)
-		return nil, false
-	}
-	c.order.MoveToFront(el)
-	return a, true
+	a, _, ok := c.pages.Get(key, now)
+	return a, ok
 }
 
 // put stores page under key and returns the stored answer.
 func (c *answerCache) put(key string, page []byte, now time.Time) *answer {
 	a := &answer{key: key, page: page, expires: now.Add(c.ttl)}
-	size := answerBytes(a)
-	if c.ttl <= 0 || size > c.maxBytes/pageShare {
+	if c.ttl <= 0 {
 		return a
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[key]; ok {
-		c.remove(el)
-	}
-	c.entries[key] = c.order.PushFront(a)
-	c.bytes += size
-	for c.order.Len() > c.max || c.bytes > c.maxBytes {
-		c.remove(c.order.Back())
-	}
+	c.pages.Add(key, a, answerBytes(a), a.expires)
 	return a
-}
-
-// remove drops the answer at el; c.mu is held.
-func (c *answerCache) remove(el *list.Element) {
-	a := el.Value.(*answer)
-	c.order.Remove(el)
-	delete(c.entries, a.key)
-	c.bytes -= answerBytes(a)
 }
 
 // len is the number of answers held, expired ones included.
 func (c *answerCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.order.Len()
+	return c.pages.Len()
 }
 
 // size returns the bytes the answers held count for.
 func (c *answerCache) size() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.bytes
+	return c.pages.Bytes()
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/spf-milter/spf-milter/internal/lru"
 )
 
 // TestClientKey checks what a client is rate limited by.
@@ -111,7 +113,7 @@ func TestAnswerCacheBytes(t *testing.T) {
 		// 1,000 pages of 10 KB would take 10 MB: the bound keeps ~100.
 		{"pages past the bound", 10_000, 1000, bound / 10_000, true},
 		// A page over 1/64 of the bound is served, not kept.
-		{"page over its share", bound/pageShare + 1, 10, 0, false},
+		{"page over its share", bound/lru.EntryShare + 1, 10, 0, false},
 		{"pages within the bound", 1000, 100, 100, true},
 	}
 	for _, tt := range tests {

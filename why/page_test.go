@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/internal/htmltest"
 	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
 )
@@ -82,78 +83,6 @@ func get(h http.Handler, target, client string) *httptest.ResponseRecorder {
 // reply's link encodes them.
 func whyURL(sender, ip, helo string) string {
 	return "/why?s=" + url.QueryEscape(sender) + "&i=" + url.QueryEscape(ip) + "&h=" + url.QueryEscape(helo)
-}
-
-// parse parses a page, failing the test if it is not HTML.
-func parse(t *testing.T, body string) *html.Node {
-	t.Helper()
-	doc, err := html.Parse(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("page does not parse: %v", err)
-	}
-	return doc
-}
-
-// walk calls f for every element under n (none when n is nil).
-func walk(n *html.Node, f func(*html.Node)) {
-	if n == nil {
-		return
-	}
-	if n.Type == html.ElementNode {
-		f(n)
-	}
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		walk(c, f)
-	}
-}
-
-// byID finds the element with the given id, or nil.
-func byID(doc *html.Node, id string) *html.Node {
-	var found *html.Node
-	walk(doc, func(n *html.Node) {
-		for _, a := range n.Attr {
-			if a.Key == "id" && a.Val == id && found == nil {
-				found = n
-			}
-		}
-	})
-	return found
-}
-
-// elements finds the elements named tag under n.
-func elements(n *html.Node, tag string) []*html.Node {
-	var out []*html.Node
-	walk(n, func(e *html.Node) {
-		if e.Data == tag {
-			out = append(out, e)
-		}
-	})
-	return out
-}
-
-// textOf is the text under n, as a browser shows it (whitespace runs
-// collapsed).
-func textOf(n *html.Node) string {
-	if n == nil {
-		return ""
-	}
-	return strings.Join(strings.Fields(rawText(n)), " ")
-}
-
-// rawText is the text under n as written, whitespace kept.
-func rawText(n *html.Node) string {
-	var b strings.Builder
-	var rec func(*html.Node)
-	rec = func(n *html.Node) {
-		if n.Type == html.TextNode {
-			b.WriteString(n.Data)
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			rec(c)
-		}
-	}
-	rec(n)
-	return b.String()
 }
 
 // TestResults checks the page for every result: the sentence, the record
@@ -297,40 +226,40 @@ func TestResults(t *testing.T) {
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d, want 200:\n%s", rec.Code, rec.Body)
 			}
-			doc := parse(t, rec.Body.String())
-			if got := textOf(byID(doc, "verdict")); !strings.Contains(got, tt.verdict) {
+			doc := htmltest.Parse(t, rec.Body.String())
+			if got := htmltest.Text(htmltest.ByID(doc, "verdict")); !strings.Contains(got, tt.verdict) {
 				t.Errorf("verdict %q, want it to hold %q", got, tt.verdict)
 			}
-			if pre := byID(doc, "record"); tt.record != "" && rawText(pre) != tt.record {
-				t.Errorf("record %q, want %q", rawText(pre), tt.record)
+			if pre := htmltest.ByID(doc, "record"); tt.record != "" && htmltest.RawText(pre) != tt.record {
+				t.Errorf("record %q, want %q", htmltest.RawText(pre), tt.record)
 			}
-			marks := elements(byID(doc, "records"), "mark")
+			marks := htmltest.Elements(htmltest.ByID(doc, "records"), "mark")
 			switch {
 			case tt.mark == "" && len(marks) > 0 && !strings.Contains(tt.name, "redirect"):
-				t.Errorf("marked %q, want nothing marked", textOf(marks[0]))
-			case tt.mark != "" && (len(marks) == 0 || textOf(marks[0]) != tt.mark):
-				t.Errorf("marked %d terms (first %q), want %q", len(marks), textOf(firstOrNil(marks)), tt.mark)
+				t.Errorf("marked %q, want nothing marked", htmltest.Text(marks[0]))
+			case tt.mark != "" && (len(marks) == 0 || htmltest.Text(marks[0]) != tt.mark):
+				t.Errorf("marked %d terms (first %q), want %q", len(marks), htmltest.Text(firstOrNil(marks)), tt.mark)
 			}
-			decision := textOf(byID(doc, "decision"))
+			decision := htmltest.Text(htmltest.ByID(doc, "decision"))
 			for _, want := range tt.decision {
 				if !strings.Contains(decision, want) {
 					t.Errorf("decision %q\nwant it to hold %q", decision, want)
 				}
 			}
-			advice := textOf(byID(doc, "advice"))
+			advice := htmltest.Text(htmltest.ByID(doc, "advice"))
 			for _, want := range tt.advice {
 				if !strings.Contains(advice, want) {
 					t.Errorf("advice %q\nwant it to hold %q", advice, want)
 				}
 			}
-			trace := byID(doc, "trace")
-			if trace == nil || trace.Data != "details" || len(elements(trace, "summary")) != 1 {
+			trace := htmltest.ByID(doc, "trace")
+			if trace == nil || trace.Data != "details" || len(htmltest.Elements(trace, "summary")) != 1 {
 				t.Fatalf("no folded trace (details#trace with a summary)")
 			}
-			if tt.trace != "" && !strings.Contains(rawText(trace), tt.trace) {
-				t.Errorf("trace %q\nwant it to hold %q", rawText(trace), tt.trace)
+			if tt.trace != "" && !strings.Contains(htmltest.RawText(trace), tt.trace) {
+				t.Errorf("trace %q\nwant it to hold %q", htmltest.RawText(trace), tt.trace)
 			}
-			if byID(doc, "form") == nil {
+			if htmltest.ByID(doc, "form") == nil {
 				t.Error("no form to check again")
 			}
 		})
@@ -348,12 +277,12 @@ func firstOrNil(ns []*html.Node) *html.Node {
 // records, each with its term marked.
 func TestRedirectRecords(t *testing.T) {
 	h, _ := newTest(t, testZone(t), Options{})
-	doc := parse(t, get(h, whyURL("x@redir.example", "192.0.2.1", "h.example"), "192.0.2.250:1").Body.String())
-	second := byID(doc, "record-decided")
-	if got := rawText(second); got != "v=spf1 ip4:203.0.113.0/24 -all" {
+	doc := htmltest.Parse(t, get(h, whyURL("x@redir.example", "192.0.2.1", "h.example"), "192.0.2.250:1").Body.String())
+	second := htmltest.ByID(doc, "record-decided")
+	if got := htmltest.RawText(second); got != "v=spf1 ip4:203.0.113.0/24 -all" {
 		t.Errorf("second record %q, want the provider's", got)
 	}
-	if m := elements(second, "mark"); len(m) != 1 || textOf(m[0]) != "-all" {
+	if m := htmltest.Elements(second, "mark"); len(m) != 1 || htmltest.Text(m[0]) != "-all" {
 		t.Errorf("second record marks %v, want -all", m)
 	}
 }
@@ -396,8 +325,8 @@ func TestEscaping(t *testing.T) {
 			h, _ := newTest(t, z, Options{})
 			rec := get(h, whyURL(tt.sender, tt.ip, tt.helo), "192.0.2.250:1")
 			body := rec.Body.String()
-			checkInert(t, body)
-			if tt.want != "" && !strings.Contains(textOf(parse(t, body)), tt.want) {
+			htmltest.CheckInertPage(t, body)
+			if tt.want != "" && !strings.Contains(htmltest.Text(htmltest.Parse(t, body)), tt.want) {
 				t.Errorf("the page does not show %q as text:\n%s", tt.want, body)
 			}
 			if strings.ContainsAny(body, "\x00\x1b\u202e") {
@@ -411,47 +340,13 @@ func TestEscaping(t *testing.T) {
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("status %d, want 400", rec.Code)
 	}
-	checkInert(t, rec.Body.String())
-	for _, in := range elements(parse(t, rec.Body.String()), "input") {
+	htmltest.CheckInertPage(t, rec.Body.String())
+	for _, in := range htmltest.Elements(htmltest.Parse(t, rec.Body.String()), "input") {
 		for _, a := range in.Attr {
 			if a.Key == "value" && a.Val != "" && a.Val != hostileAll && a.Val != hostileAttr && a.Val != hostileScript {
 				t.Errorf("input value %q is not the value given", a.Val)
 			}
 		}
-	}
-}
-
-// checkInert fails if the page could run or load anything: script, style
-// or event attributes, links, frames, images, objects, forms sent
-// elsewhere, or a second style element.
-func checkInert(t *testing.T, body string) {
-	t.Helper()
-	doc := parse(t, body)
-	allowed := map[string]bool{
-		"html": true, "head": true, "body": true, "meta": true, "title": true, "style": true, "main": true,
-		"h1": true, "h2": true, "p": true, "dl": true, "dt": true, "dd": true, "section": true, "pre": true,
-		"mark": true, "code": true, "ul": true, "li": true, "details": true, "summary": true, "form": true,
-		"label": true, "input": true, "button": true, "footer": true,
-	}
-	allowedAttr := map[string]bool{
-		"lang": true, "charset": true, "name": true, "content": true, "id": true, "class": true,
-		"method": true, "value": true, "maxlength": true, "required": true, "type": true,
-	}
-	walk(doc, func(n *html.Node) {
-		if !allowed[n.Data] {
-			t.Errorf("unexpected element <%s>", n.Data)
-		}
-		for _, a := range n.Attr {
-			if !allowedAttr[a.Key] {
-				t.Errorf("unexpected attribute %s=%q on <%s>", a.Key, a.Val, n.Data)
-			}
-		}
-	})
-	if n := len(elements(doc, "style")); n != 1 {
-		t.Errorf("%d style elements, want 1", n)
-	}
-	if lower := strings.ToLower(body); strings.Contains(lower, "<script") || strings.Contains(lower, "<img") {
-		t.Errorf("raw markup in the page:\n%s", body)
 	}
 }
 
@@ -463,11 +358,11 @@ func TestHeaders(t *testing.T) {
 	for _, target := range []string{whyURL("joe@topel.com", "192.0.2.1", "h.example"), "/why?i=x"} {
 		rec := get(h, target, "192.0.2.250:1")
 		hdr := rec.Header()
-		style := elements(parse(t, rec.Body.String()), "style")
+		style := htmltest.Elements(htmltest.Parse(t, rec.Body.String()), "style")
 		if len(style) != 1 {
 			t.Fatalf("%s: %d style elements", target, len(style))
 		}
-		sum := sha256.Sum256([]byte(rawText(style[0])))
+		sum := sha256.Sum256([]byte(htmltest.RawText(style[0])))
 		wantCSP := "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
 			"'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 		for k, want := range map[string]string{
@@ -535,10 +430,10 @@ func TestRequests(t *testing.T) {
 				t.Errorf("%d DNS queries for a refused request", len(r.Queries()))
 			}
 			if tt.problem != "" {
-				if got := textOf(byID(parse(t, rec.Body.String()), "problem")); !strings.Contains(got, tt.problem) {
+				if got := htmltest.Text(htmltest.ByID(htmltest.Parse(t, rec.Body.String()), "problem")); !strings.Contains(got, tt.problem) {
 					t.Errorf("problem %q, want it to hold %q", got, tt.problem)
 				}
-				checkInert(t, rec.Body.String())
+				htmltest.CheckInertPage(t, rec.Body.String())
 			}
 		})
 	}
@@ -819,13 +714,13 @@ func TestCurrentChecker(t *testing.T) {
 		return cur
 	}})
 	target := whyURL("joe@topel.com", "192.0.2.1", "h.example")
-	if v := textOf(byID(parse(t, get(h, target, "192.0.2.250:1").Body.String()), "verdict")); !strings.Contains(v, "(fail)") {
+	if v := htmltest.Text(htmltest.ByID(htmltest.Parse(t, get(h, target, "192.0.2.250:1").Body.String()), "verdict")); !strings.Contains(v, "(fail)") {
 		t.Errorf("first checker: %q", v)
 	}
 	mu.Lock()
 	cur = &spf.Checker{Resolver: dnstest.NewMapResolver(z2)}
 	mu.Unlock()
-	if v := textOf(byID(parse(t, get(h, target, "192.0.2.250:1").Body.String()), "verdict")); !strings.Contains(v, "(pass)") {
+	if v := htmltest.Text(htmltest.ByID(htmltest.Parse(t, get(h, target, "192.0.2.250:1").Body.String()), "verdict")); !strings.Contains(v, "(pass)") {
 		t.Errorf("second checker: %q", v)
 	}
 }
@@ -877,16 +772,16 @@ func TestHELOIdentity(t *testing.T) {
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d: %s", rec.Code, rec.Body)
 			}
-			doc := parse(t, rec.Body.String())
-			if v := textOf(byID(doc, "verdict")); !strings.HasPrefix(v, tt.verdict) {
+			doc := htmltest.Parse(t, rec.Body.String())
+			if v := htmltest.Text(htmltest.ByID(doc, "verdict")); !strings.HasPrefix(v, tt.verdict) {
 				t.Errorf("verdict %q, want it to start with %q", v, tt.verdict)
 			}
 			explained := ""
-			for _, dt := range elements(byID(doc, "checked"), "dt") {
-				if textOf(dt) == "Explained here" {
+			for _, dt := range htmltest.Elements(htmltest.ByID(doc, "checked"), "dt") {
+				if htmltest.Text(dt) == "Explained here" {
 					for dd := dt.NextSibling; dd != nil; dd = dd.NextSibling {
 						if dd.Type == html.ElementNode {
-							explained = textOf(dd)
+							explained = htmltest.Text(dd)
 							break
 						}
 					}

@@ -249,7 +249,7 @@ func records(v *view) []recordView {
 	case o.Mechanism != "" && o.Mechanism != "default":
 		top.Parts = markTerm(o.Record, func(t string) bool { return t == o.Mechanism })
 	default:
-		bad := syntaxTerm(o.Record)
+		bad := o.ProblemTerm
 		top.Parts = markTerm(o.Record, func(t string) bool { return bad != "" && t == bad })
 	}
 	out := []recordView{top}

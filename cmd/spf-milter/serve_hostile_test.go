@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/internal/logtest"
 )
 
 var (
@@ -58,7 +59,7 @@ func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n"
 // binProcess is the built daemon running as a child process.
 type binProcess struct {
 	cmd  *exec.Cmd
-	logs serveBuffer
+	logs logtest.Buffer
 	// exited is closed once the process is gone, with its status in err.
 	exited chan struct{}
 	err    error

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,31 +15,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/spf-milter/spf-milter/internal/logtest"
 )
-
-// serveBuffer collects what serve writes while the test reads it.
-type serveBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *serveBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *serveBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // logRecords parses JSON log lines; other lines are skipped.
 func logRecords(s string) []map[string]any {
@@ -145,7 +127,7 @@ func oneSession(t *testing.T, addr string) int {
 type inProcess struct {
 	cancel context.CancelFunc
 	hup    chan os.Signal
-	logs   *serveBuffer
+	logs   *logtest.Buffer
 	addr   chan net.Addr
 	// done is closed when serve has returned code.
 	done chan struct{}
@@ -158,7 +140,7 @@ func startInProcess(t *testing.T, o serveOptions) *inProcess {
 	p := &inProcess{
 		cancel: cancel,
 		hup:    make(chan os.Signal),
-		logs:   &serveBuffer{},
+		logs:   &logtest.Buffer{},
 		addr:   make(chan net.Addr, 1),
 		done:   make(chan struct{}),
 	}
@@ -260,7 +242,7 @@ func TestServeConfigErrors(t *testing.T) {
 			// test instead of hanging it.
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			var stderr serveBuffer
+			var stderr logtest.Buffer
 			started := false
 			code := serve(ctx, serveOptions{
 				configPath: tt.path, explicit: true, drainTimeout: time.Second,
@@ -309,7 +291,7 @@ func TestServeDefaults(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr serveBuffer
+	var stderr logtest.Buffer
 	exit := make(chan int, 1)
 	addr := make(chan net.Addr, 1)
 	go func() {
@@ -481,7 +463,7 @@ func TestServeSignals(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var logs serveBuffer
+	var logs logtest.Buffer
 	exited := make(chan struct{})
 	var exitErr error
 	go func() {
