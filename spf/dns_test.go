@@ -396,7 +396,10 @@ func TestDNSResolverTimeout(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Errorf("error %v does not say it is a timeout", err)
 	}
-	if d < 400*time.Millisecond || d > 1500*time.Millisecond {
+	// Deadlines never fire early, so the lower bound is exact; the upper
+	// one only catches a lookup that ignores its timeout, since a loaded
+	// machine can be late by seconds.
+	if d < 400*time.Millisecond || d > 10*time.Second {
 		t.Errorf("took %v, want about 2 × 200ms", d)
 	}
 	want := slices.Repeat([]dnstest.Query{{Name: "example.com.", Type: dns.TypeTXT, Net: "udp"}}, 3)

@@ -347,6 +347,9 @@ func TestServeDecisionLogUnopenable(t *testing.T) {
 		before := countLogs(logRecords(p.logs.String()), "config reloaded")
 		p.hup <- syscall.SIGHUP
 		waitLogs(t, p.logs.String, "config reloaded", before+1)
+		// The decision log's line comes after "config reloaded".
+		waitLogs(t, p.logs.String, opened, tt.opened)
+		waitLogs(t, p.logs.String, notOpen, tt.notOpen)
 		recs := logRecords(p.logs.String())
 		if got := countLogs(recs, opened); got != tt.opened {
 			t.Errorf("%s: %d lines %q, want %d", tt.path, got, opened, tt.opened)
