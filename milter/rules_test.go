@@ -1,0 +1,155 @@
+package milter
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"github.com/miekg/dns"
+
+	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/internal/dnstest"
+	"github.com/spf-milter/spf-milter/policy"
+	"github.com/spf-milter/spf-milter/spf"
+)
+
+// rulesTestConfig has a rule per condition the daemon supplies: the
+// listener, the sender domain, the confirmed client name, and a shadow
+// policy stricter than the live one.
+const rulesTestConfig = `authserv_id: mx.example.net
+rules:
+  - name: submission
+    when: {listener: [submission]}
+    skip: true
+  - name: fail-grace
+    when: {sender_domain: [fail.example]}
+    mailfrom: {fail: accept}
+  - name: forwarder
+    when: {client_name: [.fwd.example]}
+    mailfrom: {softfail: reject}
+shadow:
+  policy: {mailfrom: {softfail: reject}}
+`
+
+// TestRulesThroughDaemon drives the daemon with go-milter's client as
+// Postfix does, the {daemon_name} macro sent with the connect data.
+func TestRulesThroughDaemon(t *testing.T) {
+	cfg, err := config.Parse("rules.yaml", []byte(rulesTestConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := testZone(t)
+	if err := z.Add(
+		`77.2.0.192.in-addr.arpa. PTR mx.fwd.example.`,
+		`mx.fwd.example. A 192.0.2.77`,
+	); err != nil {
+		t.Fatal(err)
+	}
+	z.Rcode("78.2.0.192.in-addr.arpa", dns.RcodeServerFailure)
+	srv := dnstest.StartServer(t, z)
+	r, err := spf.NewDNSResolver(spf.DNSOptions{Servers: []string{srv.Addr()}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, rec, m := &logBuffer{}, &recorder{}, NewMetrics()
+	rt := &Runtime{
+		Config:    cfg,
+		Checker:   &spf.Checker{Resolver: r, Receiver: cfg.Receiver, Timeout: 10 * time.Second},
+		Log:       slog.New(slog.NewJSONHandler(logs, nil)),
+		Metrics:   m,
+		Decisions: rec,
+	}
+	h := startServer(t, func() *Runtime { return rt }, srv, logs)
+	connect := func(ip, listener string) *gomilter.ClientSession {
+		t.Helper()
+		cs := h.open()
+		if err := cs.Macros(gomilter.CodeConn, "{daemon_name}", listener, "j", "mx.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		h.mustContinue("connect", must(t)(cs.Conn("client.example", gomilter.FamilyInet, 40000, ip)))
+		h.mustContinue("helo", must(t)(cs.Helo("mx.client.example")))
+		return cs
+	}
+
+	tests := []struct {
+		name, ip, listener, from string
+		mail                     string // the MAIL FROM reply
+		header                   bool   // an SPF header is inserted
+		rule, shadow             string
+		clientName               string
+	}{
+		{"submission skipped", clientIP, "submission", "alice@fail.example", "continue", false, "submission", "", ""},
+		{"rule accepts fail", clientIP, "smtpd", "alice@fail.example", "continue", true, "fail-grace", "reject", ""},
+		{"shadow stricter, live unchanged", clientIP, "smtpd", "alice@softfail.example", "continue", true, "", "reject", ""},
+		{"global matrix", clientIP, "smtpd", "alice@pass.example", "continue", true, "", "accept", ""},
+		{"confirmed name", "192.0.2.77", "smtpd", "alice@softfail.example", "550 5.7.1", false, "forwarder", "reject", "mx.fwd.example"},
+		{"name lookup fails: no match", "192.0.2.78", "smtpd", "alice@softfail.example", "continue", true, "", "reject", ""},
+	}
+	for _, tt := range tests {
+		cs := connect(tt.ip, tt.listener)
+		o := h.send(cs, message{from: tt.from, rcpts: []string{"bob@example.net"}})
+		if got := reply(o.mail); !strings.HasPrefix(got, tt.mail) {
+			t.Errorf("%s: MAIL FROM answered %q, want %s", tt.name, got, tt.mail)
+		}
+		if tt.mail == "continue" && o.end == nil {
+			t.Errorf("%s: message not finished", tt.name)
+		}
+		if got := len(inserted(t, o.mods)) > 0; got != tt.header {
+			t.Errorf("%s: header inserted %v, want %v", tt.name, got, tt.header)
+		}
+		cs.Close()
+	}
+	// Let the last session finish its records.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.decisions()) < len(tests) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := rec.decisions()
+	if len(got) != len(tests) {
+		t.Fatalf("%d decisions recorded, want %d", len(got), len(tests))
+	}
+	for i, tt := range tests {
+		d := got[i]
+		if d.Rule != tt.rule || d.Shadow.Known != (tt.shadow != "") || string(d.Shadow.Action) != tt.shadow || d.Listener != tt.listener {
+			t.Errorf("%s: recorded rule %q shadow %+v listener %q; want %q, %q, %q", tt.name, d.Rule, d.Shadow, d.Listener, tt.rule, tt.shadow, tt.listener)
+		}
+		if d.ClientName != tt.clientName {
+			t.Errorf("%s: recorded client name %q, want %q", tt.name, d.ClientName, tt.clientName)
+		}
+	}
+	if got[0].Skipped != policy.SkipRule {
+		t.Errorf("submission: skipped %v", got[0].Skipped)
+	}
+
+	skipped := logs.lines(t, "spf skipped")
+	if len(skipped) != 1 || skipped[0]["reason"] != "rule" || skipped[0]["rule"] != "submission" {
+		t.Errorf("skip log lines %v", skipped)
+	}
+	var rules, shadows []string
+	for _, l := range logs.lines(t, "spf decision") {
+		rule, _ := l["rule"].(string)
+		shadow, _ := l["shadow_action"].(string)
+		rules, shadows = append(rules, rule), append(shadows, shadow)
+	}
+	if want := []string{"fail-grace", "", "", "forwarder", ""}; strings.Join(rules, ",") != strings.Join(want, ",") {
+		t.Errorf("decision log lines' rules %q, want %q", rules, want)
+	}
+	if want := []string{"reject", "reject", "accept", "reject", "reject"}; strings.Join(shadows, ",") != strings.Join(want, ",") {
+		t.Errorf("decision log lines' shadow actions %q, want %q", shadows, want)
+	}
+	if len(logs.lines(t, "client name lookup failed; client_name rules do not match")) != 1 {
+		t.Error("the failed client name lookup is not logged once")
+	}
+
+	scrape(t, m.Handler()).check(t, map[string]float64{
+		`spf_milter_actions_total{action="accept",rule="fail-grace"}`:      1,
+		`spf_milter_actions_total{action="accept",rule=""}`:                3,
+		`spf_milter_actions_total{action="reject",rule="forwarder"}`:       1,
+		`spf_milter_skipped_total{reason="rule",rule="submission"}`:        1,
+		`spf_milter_shadow_actions_total{action="reject",differs="true"}`:  3,
+		`spf_milter_shadow_actions_total{action="reject",differs="false"}`: 1,
+		`spf_milter_shadow_actions_total{action="accept",differs="false"}`: 1,
+	})
+}
