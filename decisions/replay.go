@@ -279,9 +279,13 @@ type verdict struct {
 // decide applies the new config to rec as a session would: skip lists
 // first, then the policy on the MAIL FROM and HELO outcomes together.
 func (rp *replayer) decide(ctx context.Context, rec *Record) verdict {
-	msg := policy.Message{ClientIP: rec.ip(), HELO: rec.HELO, Sender: rec.Sender, Authenticated: rec.Authenticated}
+	msg := rec.message()
 	if skip := rp.policy.Skip(msg); skip != policy.NotSkipped {
-		return verdict{action: config.Accept, label: "skipped: " + skip.Key()}
+		label := "skipped: " + skip.Key()
+		if skip == policy.SkipRule {
+			label += " " + rp.policy.Rule(msg).Name
+		}
+		return verdict{action: config.Accept, label: label}
 	}
 	var v verdict
 	mailFrom, helo := rec.outcomes()

@@ -1,6 +1,10 @@
 package milter
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -10,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/spf-milter/spf-milter/config"
+	"github.com/spf-milter/spf-milter/decisions"
 	"github.com/spf-milter/spf-milter/internal/dnstest"
 	"github.com/spf-milter/spf-milter/policy"
 	"github.com/spf-milter/spf-milter/spf"
@@ -152,4 +157,40 @@ func TestRulesThroughDaemon(t *testing.T) {
 		`spf_milter_shadow_actions_total{action="reject",differs="false"}`: 1,
 		`spf_milter_shadow_actions_total{action="accept",differs="false"}`: 1,
 	})
+
+	// The decision log of those messages, replayed under the same config,
+	// gives the daemon's answers; without the rules, the messages they
+	// decided change.
+	var log bytes.Buffer
+	enc := json.NewEncoder(&log)
+	for _, d := range got {
+		if err := enc.Encode(decisions.FromDecision(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replay := func(cfg *config.Config) *decisions.Report {
+		t.Helper()
+		rep, err := decisions.Replay(context.Background(), decisions.ReplayOptions{Config: cfg},
+			decisions.Input{Name: "decisions.jsonl", R: bytes.NewReader(log.Bytes())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := replay(cfg); rep.Replayed != len(tests) || rep.Changed != 0 || rep.Malformed != 0 {
+		t.Errorf("replay under the same config: %d replayed, %d changed, %d malformed; want %d, 0, 0",
+			rep.Replayed, rep.Changed, rep.Malformed, len(tests))
+	}
+	plain, err := config.Parse("plain.yaml", []byte("authserv_id: mx.example.net\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := replay(plain)
+	var changes []string
+	for _, tr := range rep.Transitions {
+		changes = append(changes, fmt.Sprintf("%s->%s %d", tr.From, tr.To, tr.Count))
+	}
+	if want := "accept->reject 1,reject->accept 1"; strings.Join(changes, ",") != want || rep.Undecided != 1 {
+		t.Errorf("replay without rules: transitions %q, %d undecided; want %q and the skipped message undecided", changes, rep.Undecided, want)
+	}
 }
