@@ -154,6 +154,23 @@ func (r *Rule) matchesButListener(f *facts) bool {
 	return c.match(f)
 }
 
+// ListenerRuleMayApply reports whether a rule with a listener condition
+// could apply to m were its listener known: one whose other conditions
+// hold, before the first rule that applies without it. The why page,
+// which has no listener, says so.
+func (p *Policy) ListenerRuleMayApply(m Message) bool {
+	f := &facts{m: &m}
+	for _, r := range p.rules {
+		if r.matchesButListener(f) {
+			return true
+		}
+		if r.match(f) {
+			return false
+		}
+	}
+	return false
+}
+
 // senderDomain is the domain of a MAIL FROM address; "" for the null
 // sender, which no sender_domain condition matches.
 func senderDomain(sender string) string {
