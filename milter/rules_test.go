@@ -194,3 +194,52 @@ func TestRulesThroughDaemon(t *testing.T) {
 		t.Errorf("replay without rules: transitions %q, %d undecided; want %q and the skipped message undecided", changes, rep.Undecided, want)
 	}
 }
+
+// TestShadowNeverChangesReply: a shadow policy stricter on every result,
+// HELO included (which the live policy here does not check), leaves every
+// reply and header change as they are without it.
+func TestShadowNeverChangesReply(t *testing.T) {
+	live := func() *config.Config {
+		cfg := testConfig()
+		for r := range cfg.Policy.HELO {
+			cfg.Policy.HELO[r] = config.Accept
+		}
+		return cfg
+	}
+	shadowed := live()
+	shadowed.Shadow = config.Shadow{
+		Policy: config.Policy{
+			MailFrom: map[spf.Result]config.Action{spf.Softfail: config.Reject, spf.Neutral: config.Quarantine, spf.None: config.Reject, spf.PermError: config.Tempfail},
+			HELO:     map[spf.Result]config.Action{spf.Fail: config.Reject},
+		},
+		Rules: []config.Rule{{Name: "strict", When: config.When{SenderDomain: []string{"pass.example"}}, MailFrom: map[spf.Result]config.Action{spf.Pass: config.Reject}}},
+	}
+	z := testZone(t)
+	plain, shadow := newHarness(t, live(), z), newHarness(t, shadowed, z)
+	for _, helo := range []string{failHELO, "mx.pass.example"} {
+		for _, from := range []string{"a@pass.example", "a@fail.example", "a@softfail.example", "a@neutral.example", "a@none.example", "a@permerror.example", "a@temperror.example"} {
+			var got [2]string
+			for i, h := range []*harness{plain, shadow} {
+				cs := h.connect(clientIP, helo)
+				o := h.send(cs, message{from: from, rcpts: []string{"bob@example.net"}})
+				got[i] = fmt.Sprintf("mail=%s end=%s mods=%v", reply(o.mail), reply(o.end), o.mods)
+				cs.Close()
+			}
+			if got[0] != got[1] {
+				t.Errorf("HELO %s, MAIL FROM %s: without a shadow\n%s\nwith one\n%s", helo, from, got[0], got[1])
+			}
+		}
+	}
+	differs := 0
+	for _, l := range shadow.logs.lines(t, "spf decision") {
+		if l["shadow_action"] != l["action"] {
+			differs++
+		}
+		if _, ok := l["helo_result"]; ok {
+			t.Errorf("a HELO result the live policy does not check is logged: %v", l)
+		}
+	}
+	if differs == 0 {
+		t.Error("the shadow never differed: the test proves nothing")
+	}
+}

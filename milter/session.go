@@ -335,15 +335,22 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 
 	checker := s.rt.Checker
+	// HELO is checked for the shadow policy too, but its outcome is the
+	// message's (headers, log, decision log) only when the live policy
+	// checks it: the shadow changes nothing.
+	var heloOutcome *spf.Outcome
 	if (s.pol.ChecksHELO() || s.pol.ShadowChecksHELO()) && s.conn.helo != "" {
 		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
 			s.conn.heloOutcome = checker.CheckHELO(ctx, s.conn.ip, s.conn.helo)
 			s.conn.heloFor = s.conn.helo
 			s.metrics().Checked(s.conn.heloOutcome)
 		}
-		s.msg.helo = s.conn.heloOutcome
-		if s.msg.helo == nil {
+		heloOutcome = s.conn.heloOutcome
+		if heloOutcome == nil {
 			return nil, errors.New("HELO check gave no outcome")
+		}
+		if s.pol.ChecksHELO() {
+			s.msg.helo = heloOutcome
 		}
 	}
 	// The MAIL FROM identity is always checked, even after a HELO pass
@@ -358,7 +365,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	s.metrics().Checked(s.msg.mailFrom)
 	s.msg.decision, s.msg.decider = s.pol.DecideMessage(msg, s.msg.mailFrom, s.msg.helo)
-	s.msg.shadow = s.pol.Shadow(msg, s.msg.mailFrom, s.msg.helo)
+	s.msg.shadow = s.pol.Shadow(msg, s.msg.mailFrom, heloOutcome)
 	s.msg.duration = time.Since(start)
 
 	if !s.msg.decision.Refuses() {
