@@ -39,7 +39,8 @@ type Record struct {
 	// config with skip_authenticated skips.
 	Authenticated bool `json:"authenticated,omitempty"`
 	// Skipped is the config key that let the message through unchecked:
-	// trusted_networks, skip_clients, authenticated or skip_senders. A
+	// trusted_networks, skip_clients, authenticated, skip_senders or rule
+	// (Rule names it). A
 	// skipped message has no checks.
 	Skipped string `json:"skipped,omitempty"`
 	// MailFrom and HELOCheck are the checks made; HELOCheck is absent when

@@ -10,9 +10,9 @@
 // never disagree.
 //
 // A Policy is compiled from a config once and used by many goroutines. The
-// facts of a message are passed as a Message, so that rules selecting on
-// the sender domain, the client or the listener can be added here without
-// changing the callers.
+// facts of a message are passed as a Message: the config's rules select on
+// its sender domain, HELO name, client, confirmed client name and listener
+// (Rule), and the shadow policy is decided beside the real one (Shadow).
 package policy
 
 import (
