@@ -73,6 +73,13 @@ type Config struct {
 	// DecisionLog configures the decision log, which "spf-milter replay"
 	// reads.
 	DecisionLog DecisionLog
+	// Rules select messages by sender domain, HELO name, client, client
+	// name and listener, and skip them or override the matrix for them;
+	// the first that matches applies.
+	Rules []Rule
+	// Shadow is a second policy applied to every message and never
+	// enforced.
+	Shadow Shadow
 }
 
 // DNS configures the resolver.
@@ -161,4 +168,65 @@ type DecisionLog struct {
 	// Keep is how many rotated files are kept; 0 starts the file anew
 	// when it is full.
 	Keep int
+}
+
+// Rule is one entry of rules (or shadow.rules): a policy for the messages
+// its When selects, until a date. The first rule that matches a message
+// applies; the policy package compiles the list into matchers.
+type Rule struct {
+	// Name is unique within its list, and shown wherever the rule is.
+	Name string
+	// When are the conditions, all of which must hold; a rule without
+	// any matches every message.
+	When When
+	// Until is the day (00:00 UTC) from which the rule no longer
+	// applies; zero for no end.
+	Until time.Time
+	// Skip lets the message through unchecked, with no header, as
+	// trusted_networks does.
+	Skip bool
+	// MailFrom and HELO replace the global matrix for the results they
+	// name; nil when they name none.
+	MailFrom map[spf.Result]Action
+	HELO     map[spf.Result]Action
+}
+
+// When is a rule's conditions. A nil list is a condition not given; a
+// given one has at least one item, any of which may match.
+type When struct {
+	// SenderDomain, HELO and ClientName are domains in lower case and
+	// A-label form, without a final dot: "example.com" is that name
+	// exactly, ".example.com" its subdomains (not itself).
+	SenderDomain []string
+	HELO         []string
+	// Client are IP networks, a single address as a /32 or /128.
+	Client []netip.Prefix
+	// ClientName is matched against the forward-confirmed reverse DNS
+	// name of the client.
+	ClientName []string
+	// Listener are values of the MTA's {daemon_name} macro, compared
+	// exactly.
+	Listener []string
+}
+
+// Empty reports whether w has no condition, so that it matches every
+// message.
+func (w When) Empty() bool {
+	return w.SenderDomain == nil && w.HELO == nil && w.Client == nil && w.ClientName == nil && w.Listener == nil
+}
+
+// Shadow is a second policy, never enforced: its action on every live
+// message is logged, recorded and counted beside the real one.
+type Shadow struct {
+	// Policy holds overrides of the global matrix, for the results it
+	// names only (nil maps when none).
+	Policy Policy
+	// Rules are the shadow's own rules, in the syntax of rules; the live
+	// rules do not apply to the shadow.
+	Rules []Rule
+}
+
+// Enabled reports whether a shadow policy is configured.
+func (s Shadow) Enabled() bool {
+	return len(s.Policy.MailFrom) > 0 || len(s.Policy.HELO) > 0 || len(s.Rules) > 0
 }

@@ -82,7 +82,7 @@ func quoteValue(s string) string {
 // newline or be as long as a paragraph.
 func formatKey(key string) string {
 	for _, c := range key {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == '[' || c == ']') {
 			return quoteValue(key)
 		}
 	}

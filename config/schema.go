@@ -122,6 +122,7 @@ var sections = []section{
 	{"metrics", true, "The HTTP listener for Prometheus metrics and the health check."},
 	{"why", false, `The "why" page, which explains a result to the sender's admin.`},
 	{"decision_log", true, `The decision log that "spf-milter replay" reads.`},
+	{"shadow", false, "A second policy, never enforced, applied to every message and logged beside the real one (docs/rules.md)."},
 }
 
 // Defaults of the why page, which the why package also takes when its
@@ -307,6 +308,16 @@ var schema = []setting{
 	value("decision_log.keep", "count", fmt.Sprintf("a whole number of rotated files from 0 (none) to %d", maxLogKeep),
 		func(c *Config) *int { return &c.DecisionLog.Keep }, 5, upTo(maxLogKeep), integer,
 		"Rotated files kept; 0 starts the file anew when it is full."),
+
+	value("rules", "list of rules", allowedRule,
+		func(c *Config) *[]Rule { return &c.Rules }, nil, readRules, rulesNode,
+		"Per sender domain, HELO name, client, client name or listener: skip the check or override the policy; the first matching rule applies (docs/rules.md)."),
+	value("shadow.policy", "identity: result: action", allowedShadow,
+		func(c *Config) *Policy { return &c.Shadow.Policy }, Policy{}, readShadowPolicy, shadowPolicyNode,
+		"Overrides of the global policy, for the results named, in the shadow policy."),
+	value("shadow.rules", "list of rules", allowedRule,
+		func(c *Config) *[]Rule { return &c.Shadow.Rules }, nil, readRules, rulesNode,
+		"The shadow policy's rules, in the syntax of rules; the live rules do not apply to it."),
 }
 
 // An entry is one key of the file itself: a setting, or a section of them.

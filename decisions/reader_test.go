@@ -62,7 +62,7 @@ func TestReader(t *testing.T) {
 		{"no check and not skipped", `{"time":"2026-03-01T00:00:00Z","client_ip":"","action":"accept"}` + "\n",
 			[]string{"f:1: neither a mailfrom check nor a skipped reason"}},
 		{"unknown skip reason", `{"time":"2026-03-01T00:00:00Z","skipped":"friends","action":"accept"}` + "\n",
-			[]string{`f:1: skipped "friends" is not trusted_networks, skip_clients, authenticated or skip_senders`}},
+			[]string{`f:1: skipped "friends" is not trusted_networks, skip_clients, authenticated, skip_senders or rule`}},
 		{"skipped record", `{"time":"2026-03-01T00:00:00Z","queue_id":"S","client_ip":"127.0.0.1","skipped":"trusted_networks","action":"accept"}` + "\n",
 			[]string{"S"}},
 		{"unknown fields are kept for later versions", strings.Replace(good, `"action"`, `"future":{"x":1},"action"`, 1) + "\n",

@@ -39,7 +39,8 @@ type Record struct {
 	// config with skip_authenticated skips.
 	Authenticated bool `json:"authenticated,omitempty"`
 	// Skipped is the config key that let the message through unchecked:
-	// trusted_networks, skip_clients, authenticated or skip_senders. A
+	// trusted_networks, skip_clients, authenticated, skip_senders or rule
+	// (Rule names it). A
 	// skipped message has no checks.
 	Skipped string `json:"skipped,omitempty"`
 	// MailFrom and HELOCheck are the checks made; HELOCheck is absent when
@@ -60,6 +61,19 @@ type Record struct {
 	AtRcpt bool `json:"at_rcpt,omitempty"`
 	// DurationMS is how long the checks took, in milliseconds.
 	DurationMS float64 `json:"duration_ms,omitempty"`
+	// Rule names the rule that applied to the message: the one that
+	// skipped it (Skipped is "rule") or whose policy decided it.
+	Rule string `json:"rule,omitempty"`
+	// Listener is the MTA's {daemon_name}, and ClientName the client's
+	// forward-confirmed name ("" for none): recorded when a rule of the
+	// config selects on them, so that a replay can apply it.
+	Listener   string  `json:"listener,omitempty"`
+	ClientName *string `json:"client_name,omitempty"`
+	// ShadowAction is the shadow policy's action, never applied, and
+	// ShadowRule the shadow rule that applied; absent without a shadow
+	// policy.
+	ShadowAction config.Action `json:"shadow_action,omitempty"`
+	ShadowRule   string        `json:"shadow_rule,omitempty"`
 }
 
 // Check is the result of one identity's SPF check.
@@ -89,6 +103,15 @@ func FromDecision(d policy.MessageDecision) Record {
 		DryRun:        d.Decision.DryRun,
 		AtRcpt:        d.AtRcpt,
 		DurationMS:    float64(d.Duration.Microseconds()) / 1000,
+		Rule:          d.Rule,
+		Listener:      d.Listener,
+	}
+	if d.ClientNameKnown {
+		name := d.ClientName
+		r.ClientName = &name
+	}
+	if d.Shadow.Known {
+		r.ShadowAction, r.ShadowRule = d.Shadow.Action, d.Shadow.Rule
 	}
 	if d.ClientIP.IsValid() {
 		r.ClientIP = d.ClientIP.String()
@@ -159,8 +182,12 @@ func (r *Record) Validate() error {
 			return errors.New("neither a mailfrom check nor a skipped reason")
 		}
 	case "trusted_networks", "skip_clients", "authenticated", "skip_senders":
+	case "rule":
+		if r.Rule == "" {
+			return errors.New("skipped by a rule without its name")
+		}
 	default:
-		return fmt.Errorf("skipped %q is not trusted_networks, skip_clients, authenticated or skip_senders", r.Skipped)
+		return fmt.Errorf("skipped %q is not trusted_networks, skip_clients, authenticated, skip_senders or rule", r.Skipped)
 	}
 	for name, c := range map[string]*Check{"mailfrom": r.MailFrom, "helo_check": r.HELOCheck} {
 		if c == nil {
@@ -171,6 +198,18 @@ func (r *Record) Validate() error {
 		}
 	}
 	return nil
+}
+
+// message is what the policy is told of the recorded message: the facts
+// of the session, at the time it was decided, so that a rule's until
+// applies as it did then.
+func (r *Record) message() policy.Message {
+	m := policy.Message{ClientIP: r.ip(), HELO: r.HELO, Sender: r.Sender, Authenticated: r.Authenticated,
+		Listener: r.Listener, Time: r.Time}
+	if r.ClientName != nil {
+		m.ConfirmedName = *r.ClientName
+	}
+	return m
 }
 
 // ip is the client address, invalid when unknown. Validate has checked

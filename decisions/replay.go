@@ -24,7 +24,8 @@ const (
 // ReplayOptions says how to replay a decision log.
 type ReplayOptions struct {
 	// Config is the config tried: its policy, trusted_networks,
-	// skip_clients, skip_authenticated and skip_senders.
+	// skip_clients, skip_authenticated, skip_senders, rules (with the
+	// listener and client name the records carry, at each record's time).
 	Config *config.Config
 	// Checker, when set, checks SPF again, live, instead of reusing the
 	// recorded results: build it on Config's DNS settings. Each message
@@ -81,7 +82,7 @@ type Report struct {
 	Transitions []Transition `json:"transitions"`
 	// Results groups the replayed messages by the result that decides
 	// them under the new config: "softfail" (MAIL FROM), "helo fail", or
-	// "skipped: skip_senders" and the like.
+	// "skipped: skip_senders" and the like ("skipped: rule NAME").
 	Results []ResultGroup `json:"results"`
 	// Domains are the sender domains with changes, most changes first,
 	// Top of them; DomainsChanged counts all that have changes and
@@ -279,9 +280,13 @@ type verdict struct {
 // decide applies the new config to rec as a session would: skip lists
 // first, then the policy on the MAIL FROM and HELO outcomes together.
 func (rp *replayer) decide(ctx context.Context, rec *Record) verdict {
-	msg := policy.Message{ClientIP: rec.ip(), HELO: rec.HELO, Sender: rec.Sender, Authenticated: rec.Authenticated}
+	msg := rec.message()
 	if skip := rp.policy.Skip(msg); skip != policy.NotSkipped {
-		return verdict{action: config.Accept, label: "skipped: " + skip.Key()}
+		label := "skipped: " + skip.Key()
+		if skip == policy.SkipRule {
+			label += " " + rp.policy.Rule(msg).Name
+		}
+		return verdict{action: config.Accept, label: label}
 	}
 	var v verdict
 	mailFrom, helo := rec.outcomes()

@@ -67,8 +67,11 @@ type postfixEnv struct {
 
 	dir      string
 	smtpAddr string
-	mbox     string // every delivered message is appended here
-	maillog  string
+	// submissionAddr is a second smtpd service, which names itself
+	// "submission" to the milter ({daemon_name}).
+	submissionAddr string
+	mbox           string // every delivered message is appended here
+	maillog        string
 
 	wrapper   *exec.Cmd     // "postfix start-fg"
 	wrapperCh chan struct{} // closed when wrapper has exited
@@ -205,6 +208,10 @@ func (e *postfixEnv) startPostfix() error {
 		return err
 	}
 	e.smtpAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	if port, err = findFreePort(); err != nil {
+		return err
+	}
+	e.submissionAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	e.mbox = filepath.Join(mail, "sink")
 	e.maillog = filepath.Join(pf, "maillog")
 	mainCF := fmt.Sprintf(`compatibility_level = 3.6
@@ -259,11 +266,13 @@ maximal_backoff_time = 2s
 	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		return err
 	}
-	// master.cf: no port 25 listener but one on our port, and no chroot
-	// (the chroot would lack the files of this instance).
+	// master.cf: no port 25 listener but one on our port, a second one
+	// standing for the submission port, and no chroot (the chroot would
+	// lack the files of this instance).
 	for _, args := range [][]string{
 		{"-M#", "smtp/inet"},
 		{"-M", fmt.Sprintf("%s/inet = %s inet n - n - - smtpd", e.smtpAddr, e.smtpAddr)},
+		{"-M", fmt.Sprintf("%s/inet = %s inet n - n - - smtpd -o milter_macro_daemon_name=submission", e.submissionAddr, e.submissionAddr)},
 		{"-F", "*/*/chroot = n"},
 	} {
 		cmd := exec.Command("postconf", append([]string{"-c", etc}, args...)...)

@@ -29,6 +29,8 @@ type decisionRecord struct {
 	// recipients are never refused.
 	AtRcpt   bool
 	Duration time.Duration
+	// Shadow is the shadow policy's decision.
+	Shadow policy.ShadowDecision
 }
 
 // logDecision writes the one info line of a checked message.
@@ -54,6 +56,10 @@ func logDecision(l *slog.Logger, r decisionRecord) {
 		attrs = append(attrs, slog.String("helo_result", string(h.Result)))
 	}
 	attrs = append(attrs, slog.String("action", string(r.Decision.Action)))
+	if r.Decision.Rule != "" {
+		attrs = append(attrs, slog.String("rule", r.Decision.Rule))
+	}
+	attrs = shadowAttrs(attrs, r.Shadow)
 	if reply := r.Decision.Reply(); reply != "" {
 		attrs = append(attrs, slog.String("reply", reply))
 	}
@@ -68,7 +74,7 @@ func logDecision(l *slog.Logger, r decisionRecord) {
 
 // logSkip writes the info line of a client or message that is not checked
 // and why.
-func logSkip(l *slog.Logger, reason policy.Skip, queueID string, ip netip.Addr, helo, sender string, haveSender bool) {
+func logSkip(l *slog.Logger, reason policy.Skip, queueID string, ip netip.Addr, helo, sender string, haveSender bool, rule string, shadow policy.ShadowDecision) {
 	attrs := []slog.Attr{
 		slog.String("reason", reason.String()),
 		slog.String("queue_id", queueID),
@@ -79,7 +85,24 @@ func logSkip(l *slog.Logger, reason policy.Skip, queueID string, ip netip.Addr, 
 		attrs = append(attrs, slog.String("sender", senderString(sender)))
 	}
 	attrs = append(attrs, slog.String("action", string(config.Accept)))
+	if rule != "" {
+		attrs = append(attrs, slog.String("rule", rule))
+	}
+	attrs = shadowAttrs(attrs, shadow)
 	l.LogAttrs(context.Background(), slog.LevelInfo, "spf skipped", attrs...)
+}
+
+// shadowAttrs adds the shadow policy's action, and its rule, when the
+// shadow decided.
+func shadowAttrs(attrs []slog.Attr, d policy.ShadowDecision) []slog.Attr {
+	if !d.Known {
+		return attrs
+	}
+	attrs = append(attrs, slog.String("shadow_action", string(d.Action)))
+	if d.Rule != "" {
+		attrs = append(attrs, slog.String("shadow_rule", d.Rule))
+	}
+	return attrs
 }
 
 // logFailure writes the error line of an internal failure answered with a

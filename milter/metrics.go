@@ -2,6 +2,7 @@ package milter
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,7 @@ import (
 var (
 	metricIdentities = []spf.Identity{spf.IdentityMailFrom, spf.IdentityHELO}
 	metricActions    = []config.Action{config.Accept, config.Reject, config.Tempfail, config.Quarantine}
-	metricSkips      = []string{"trusted_networks", "skip_clients", "authenticated", "skip_senders"}
+	metricSkips      = []string{"trusted_networks", "skip_clients", "authenticated", "skip_senders", "rule"}
 	metricStages     = []string{"connect", "helo", "mail", "rcpt", "header", "eoh", "eom", "abort"}
 	metricDNSTypes   = []string{"TXT", "A", "AAAA", "MX", "PTR"}
 	metricDNSOutcome = []string{"noerror", "nxdomain", "servfail", "refused", "other_rcode", "timeout", "network_error", "bad_answer", "cancelled"}
@@ -58,6 +59,7 @@ type Metrics struct {
 	actions      map[config.Action]prometheus.Counter
 	actionsVec   *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	shadow       *prometheus.CounterVec
 	failures     *prometheus.CounterVec
 	sessions     prometheus.Counter
 	reloads      *prometheus.CounterVec
@@ -119,12 +121,16 @@ func NewMetrics() *Metrics {
 	}, []string{"identity"})
 	m.actionsVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "spf_milter_actions_total",
-		Help: "Checked messages by the action applied (accept, reject, tempfail, quarantine); in a dry run nothing is refused and every message counts as accept.",
-	}, []string{"action"})
+		Help: "Checked messages by the action applied (accept, reject, tempfail, quarantine) and the rule that applied (\"\" for none); in a dry run nothing is refused and every message counts as accept.",
+	}, []string{"action", "rule"})
 	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "spf_milter_skipped_total",
-		Help: "Messages not checked and let through, by reason (trusted_networks, skip_clients, authenticated, skip_senders).",
-	}, []string{"reason"})
+		Help: "Messages not checked and let through, by reason (trusted_networks, skip_clients, authenticated, skip_senders, rule) and the rule that skipped them (\"\" for the others).",
+	}, []string{"reason", "rule"})
+	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "spf_milter_shadow_actions_total",
+		Help: "Messages by the shadow policy's action, never applied, and whether it differs from the action of the live policy (true, false).",
+	}, []string{"action", "differs"})
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "spf_milter_internal_errors_total",
 		Help: "Internal failures answered with 451 4.3.0, by milter stage.",
@@ -176,7 +182,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.checksVec, m.checkTimeVec, m.actionsVec, m.skipped, m.failures,
+		m.checksVec, m.checkTimeVec, m.actionsVec, m.skipped, m.shadow, m.failures,
 		m.sessions, open, m.reloads, m.lastReload,
 		m.dnsQueries, m.dnsTime, m.cacheHits, m.cacheMisses, entries,
 		m.logLost,
@@ -193,10 +199,12 @@ func NewMetrics() *Metrics {
 	}
 	m.actions = map[config.Action]prometheus.Counter{}
 	for _, a := range metricActions {
-		m.actions[a] = m.actionsVec.WithLabelValues(string(a))
+		m.actions[a] = m.actionsVec.WithLabelValues(string(a), "")
 	}
 	for _, r := range metricSkips {
-		m.skipped.WithLabelValues(r)
+		if r != "rule" {
+			m.skipped.WithLabelValues(r, "")
+		}
 	}
 	for _, s := range metricStages {
 		m.failures.WithLabelValues(s)
@@ -311,9 +319,10 @@ func (m *Metrics) Decided(d policy.Decision) {
 	if d.DryRun || a == "" {
 		a = config.Accept
 	}
+	// The rule names come from the config: the series stay bounded.
 	c, ok := m.actions[a]
-	if !ok {
-		c = m.actionsVec.WithLabelValues(string(a))
+	if !ok || d.Rule != "" {
+		c = m.actionsVec.WithLabelValues(string(a), d.Rule)
 	}
 	c.Inc()
 }
@@ -321,10 +330,28 @@ func (m *Metrics) Decided(d policy.Decision) {
 // Skipped counts a message let through unchecked, by the reason's
 // policy.Skip.Key.
 func (m *Metrics) Skipped(reason string) {
+	m.SkippedBy(reason, "")
+}
+
+// SkippedBy counts a message let through unchecked, by the reason's
+// policy.Skip.Key and, for a rule, its name.
+func (m *Metrics) SkippedBy(reason, rule string) {
 	if m == nil {
 		return
 	}
-	m.skipped.WithLabelValues(strings.ReplaceAll(reason, " ", "_")).Inc()
+	m.skipped.WithLabelValues(strings.ReplaceAll(reason, " ", "_"), rule).Inc()
+}
+
+// Shadowed counts the shadow policy's action on a message, beside live,
+// the live policy's action; nothing when the shadow did not decide.
+func (m *Metrics) Shadowed(d policy.ShadowDecision, live config.Action) {
+	if m == nil || !d.Known {
+		return
+	}
+	if live == "" {
+		live = config.Accept
+	}
+	m.shadow.WithLabelValues(string(d.Action), strconv.FormatBool(d.Action != live)).Inc()
 }
 
 // Failed counts an internal failure at a milter stage.

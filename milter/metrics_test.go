@@ -158,13 +158,13 @@ func TestMetricsSessions(t *testing.T) {
 		`spf_milter_check_duration_seconds_count{identity="mailfrom"}`:        7,
 		`spf_milter_check_duration_seconds_count{identity="helo"}`:            2,
 		`spf_milter_check_duration_seconds_bucket{identity="helo",le="+Inf"}`: 2,
-		`spf_milter_actions_total{action="accept"}`:                           4,
-		`spf_milter_actions_total{action="reject"}`:                           2,
-		`spf_milter_actions_total{action="tempfail"}`:                         1,
-		`spf_milter_actions_total{action="quarantine"}`:                       0,
-		`spf_milter_skipped_total{reason="authenticated"}`:                    1,
-		`spf_milter_skipped_total{reason="trusted_networks"}`:                 2,
-		`spf_milter_skipped_total{reason="skip_senders"}`:                     0,
+		`spf_milter_actions_total{action="accept",rule=""}`:                   4,
+		`spf_milter_actions_total{action="reject",rule=""}`:                   2,
+		`spf_milter_actions_total{action="tempfail",rule=""}`:                 1,
+		`spf_milter_actions_total{action="quarantine",rule=""}`:               0,
+		`spf_milter_skipped_total{reason="authenticated",rule=""}`:            1,
+		`spf_milter_skipped_total{reason="trusted_networks",rule=""}`:         2,
+		`spf_milter_skipped_total{reason="skip_senders",rule=""}`:             0,
 		`spf_milter_internal_errors_total{stage="mail"}`:                      1,
 		`spf_milter_internal_errors_total{stage="eom"}`:                       0,
 		`spf_milter_sessions_open`:                                            0, // no source set
@@ -215,9 +215,9 @@ func TestMetricsDryRun(t *testing.T) {
 		}
 	}
 	scrape(t, m.Handler()).check(t, map[string]float64{
-		`spf_milter_actions_total{action="accept"}`:                      3,
-		`spf_milter_actions_total{action="reject"}`:                      0,
-		`spf_milter_actions_total{action="quarantine"}`:                  0,
+		`spf_milter_actions_total{action="accept",rule=""}`:              3,
+		`spf_milter_actions_total{action="reject",rule=""}`:              0,
+		`spf_milter_actions_total{action="quarantine",rule=""}`:          0,
 		`spf_milter_checks_total{identity="mailfrom",result="fail"}`:     1,
 		`spf_milter_checks_total{identity="mailfrom",result="softfail"}`: 1,
 	})
@@ -235,8 +235,8 @@ func TestMetricsQuarantine(t *testing.T) {
 		t.Fatalf("modifications %+v, want a quarantine", o.mods)
 	}
 	scrape(t, m.Handler()).check(t, map[string]float64{
-		`spf_milter_actions_total{action="quarantine"}`: 1,
-		`spf_milter_actions_total{action="accept"}`:     0,
+		`spf_milter_actions_total{action="quarantine",rule=""}`: 1,
+		`spf_milter_actions_total{action="accept",rule=""}`:     0,
 	})
 }
 
@@ -351,8 +351,8 @@ func TestMetricsUnknownLabels(t *testing.T) {
 		`spf_milter_dns_cache_misses_total{type="SRV"}`:              1,
 		`spf_milter_checks_total{identity="pra",result="pass"}`:      1,
 		`spf_milter_check_duration_seconds_count{identity="pra"}`:    1,
-		`spf_milter_actions_total{action="discard"}`:                 1,
-		`spf_milter_skipped_total{reason="some_reason"}`:             1,
+		`spf_milter_actions_total{action="discard",rule=""}`:         1,
+		`spf_milter_skipped_total{reason="some_reason",rule=""}`:     1,
 		`spf_milter_internal_errors_total{stage="negotiate"}`:        1,
 		`spf_milter_config_reloads_total{result="ok"}`:               1,
 		`spf_milter_config_reloads_total{result="failed"}`:           2,

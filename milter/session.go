@@ -95,6 +95,14 @@ type connState struct {
 	// addrProblem says why ip is unknown, for the log line of the
 	// messages deferred for it.
 	addrProblem string
+	// listener is the MTA's {daemon_name}, sent with the connect data
+	// only: go-milter replaces the macros at every packet.
+	listener string
+	// name is the client's forward-confirmed name once nameLooked: looked
+	// up when a client_name rule is first tried, kept for the
+	// connection. A failed lookup is not kept, and tried again.
+	name       string
+	nameLooked bool
 }
 
 // messageState lives from MAIL FROM to the end of the message or an abort.
@@ -119,6 +127,13 @@ type messageState struct {
 
 	// authenticated is kept for the decision log.
 	authenticated bool
+	// rule names the rule that skipped the message (skip is SkipRule).
+	rule string
+	// nameFailed is set when the client name lookup failed for this
+	// message: it is not tried again for it.
+	nameFailed bool
+	// shadow is the shadow policy's decision.
+	shadow policy.ShadowDecision
 }
 
 var _ gomilter.Milter = (*session)(nil)
@@ -163,7 +178,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 	return s.guard("connect", func() (gomilter.Response, error) {
 		// A new connection takes the Runtime current now.
 		s.rt = nil
-		s.conn = connState{started: true, hostname: host}
+		s.conn = connState{started: true, hostname: host, listener: macro(m, "daemon_name")}
 		s.msg = messageState{}
 		s.runtime()
 		s.metrics().SessionStarted()
@@ -185,6 +200,7 @@ func (s *session) ensureConn(m *gomilter.Modifier) {
 	if !s.conn.started {
 		s.conn.started = true
 		s.conn.hostname = macro(m, "client_name")
+		s.conn.listener = macro(m, "daemon_name")
 		if h := macro(m, "s"); h != "" {
 			s.conn.helo = h
 		}
@@ -218,7 +234,7 @@ func (s *session) learnFromMacros(m *gomilter.Modifier) {
 func (s *session) classifyClient() {
 	s.conn.skip = s.pol.SkipClient(policy.Message{ClientIP: s.conn.ip, ClientName: s.conn.hostname, HELO: s.conn.helo})
 	if s.conn.skip != policy.NotSkipped {
-		logSkip(s.logger(), s.conn.skip, "", s.conn.ip, s.conn.helo, "", false)
+		logSkip(s.logger(), s.conn.skip, "", s.conn.ip, s.conn.helo, "", false, "", policy.ShadowDecision{})
 	}
 }
 
@@ -280,23 +296,15 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	if s.conn.skip != policy.NotSkipped {
 		// Logged once at connect.
 		s.msg.skip = s.conn.skip
-		s.metrics().Skipped(s.conn.skip.Key())
+		s.msg.shadow = s.pol.Shadow(s.message(), nil, nil)
+		s.metrics().SkippedBy(s.conn.skip.Key(), "")
+		s.metrics().Shadowed(s.msg.shadow, config.Accept)
 		return gomilter.RespContinue, nil
 	}
-	msg := s.message()
-	if s.msg.skip = s.pol.Skip(msg); s.msg.skip != policy.NotSkipped {
-		s.metrics().Skipped(s.msg.skip.Key())
-		logSkip(s.logger(), s.msg.skip, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true)
-		return gomilter.RespContinue, nil
-	}
-
-	if !s.conn.ip.IsValid() {
-		return s.noClientAddr(), nil
-	}
-
 	start := time.Now()
 	// The checks end when the connection does: the MTA hanging up, an
-	// idle timeout, a forced shutdown.
+	// idle timeout, a forced shutdown. The client name lookup of the
+	// rules shares their deadline.
 	ctx := context.Background()
 	if s.link != nil {
 		var stop func()
@@ -309,16 +317,40 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
+	msg := s.message()
+	msg.LookupName = func() string { return s.clientName(ctx) }
+	if s.msg.skip = s.pol.Skip(msg); s.msg.skip != policy.NotSkipped {
+		if s.msg.skip == policy.SkipRule {
+			s.msg.rule = s.pol.Rule(msg).Name
+		}
+		s.msg.shadow = s.pol.Shadow(msg, nil, nil)
+		s.metrics().SkippedBy(s.msg.skip.Key(), s.msg.rule)
+		s.metrics().Shadowed(s.msg.shadow, config.Accept)
+		logSkip(s.logger(), s.msg.skip, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true, s.msg.rule, s.msg.shadow)
+		return gomilter.RespContinue, nil
+	}
+
+	if !s.conn.ip.IsValid() {
+		return s.noClientAddr(), nil
+	}
+
 	checker := s.rt.Checker
-	if s.pol.ChecksHELO() && s.conn.helo != "" {
+	// HELO is checked for the shadow policy too, but its outcome is the
+	// message's (headers, log, decision log) only when the live policy
+	// checks it: the shadow changes nothing.
+	var heloOutcome *spf.Outcome
+	if (s.pol.ChecksHELO() || s.pol.ShadowChecksHELO()) && s.conn.helo != "" {
 		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
 			s.conn.heloOutcome = checker.CheckHELO(ctx, s.conn.ip, s.conn.helo)
 			s.conn.heloFor = s.conn.helo
 			s.metrics().Checked(s.conn.heloOutcome)
 		}
-		s.msg.helo = s.conn.heloOutcome
-		if s.msg.helo == nil {
+		heloOutcome = s.conn.heloOutcome
+		if heloOutcome == nil {
 			return nil, errors.New("HELO check gave no outcome")
+		}
+		if s.pol.ChecksHELO() {
+			s.msg.helo = heloOutcome
 		}
 	}
 	// The MAIL FROM identity is always checked, even after a HELO pass
@@ -333,6 +365,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	s.metrics().Checked(s.msg.mailFrom)
 	s.msg.decision, s.msg.decider = s.pol.DecideMessage(msg, s.msg.mailFrom, s.msg.helo)
+	s.msg.shadow = s.pol.Shadow(msg, s.msg.mailFrom, heloOutcome)
 	s.msg.duration = time.Since(start)
 
 	if !s.msg.decision.Refuses() {
@@ -355,7 +388,28 @@ func (s *session) message() policy.Message {
 		HELO:          s.conn.helo,
 		Sender:        s.msg.sender,
 		Authenticated: s.msg.authenticated,
+		Listener:      s.conn.listener,
+		ConfirmedName: s.conn.name,
 	}
+}
+
+// clientName looks the client's forward-confirmed name up, once per
+// connection, within ctx, the checks' deadline. A failure is logged and
+// gives no name: a client_name condition then does not match, and the
+// message is decided as usual.
+func (s *session) clientName(ctx context.Context) string {
+	if s.conn.nameLooked || s.msg.nameFailed || !s.conn.ip.IsValid() {
+		return s.conn.name
+	}
+	name, err := policy.ConfirmName(ctx, s.rt.Checker.Resolver, s.conn.ip)
+	if err != nil {
+		s.msg.nameFailed = true
+		s.logger().Warn("client name lookup failed; client_name rules do not match", "queue_id", s.msg.queueID,
+			"client_ip", addrString(s.conn.ip), "error", err.Error())
+		return ""
+	}
+	s.conn.name, s.conn.nameLooked = name, true
+	return name
 }
 
 func replyResponse(d policy.Decision) gomilter.Response {
@@ -516,7 +570,9 @@ func (s *session) endMessage() {
 func (s *session) logDecision() {
 	s.msg.logged = true
 	s.metrics().Decided(s.msg.decision)
+	s.metrics().Shadowed(s.msg.shadow, s.msg.decision.Action)
 	r := decisionRecord{
+		Shadow:   s.msg.shadow,
 		QueueID:  s.msg.queueID,
 		ClientIP: s.conn.ip,
 		HELO:     s.conn.helo,
@@ -540,7 +596,7 @@ func (s *session) recordDecision() {
 	if s.rt == nil || s.rt.Decisions == nil {
 		return
 	}
-	s.rt.Decisions.RecordDecision(policy.MessageDecision{
+	d := policy.MessageDecision{
 		Time:          time.Now(),
 		QueueID:       s.msg.queueID,
 		ClientIP:      s.conn.ip,
@@ -554,5 +610,19 @@ func (s *session) recordDecision() {
 		DecidedBy:     s.msg.decider,
 		AtRcpt:        s.msg.atRcpt,
 		Duration:      s.msg.duration,
-	})
+		Rule:          s.msg.rule,
+		Shadow:        s.msg.shadow,
+	}
+	if s.msg.skip == policy.NotSkipped {
+		d.Rule = s.msg.decision.Rule
+	}
+	// The facts rules select on, so that a replay applies them as the
+	// daemon did.
+	if s.pol.NeedsListener() {
+		d.Listener = s.conn.listener
+	}
+	if s.pol.NeedsClientName() && s.conn.nameLooked {
+		d.ClientName, d.ClientNameKnown = s.conn.name, true
+	}
+	s.rt.Decisions.RecordDecision(d)
 }

@@ -10,14 +10,16 @@
 // never disagree.
 //
 // A Policy is compiled from a config once and used by many goroutines. The
-// facts of a message are passed as a Message, so that rules selecting on
-// the sender domain, the client or the listener can be added here without
-// changing the callers.
+// facts of a message are passed as a Message: the config's rules select on
+// its sender domain, HELO name, client, confirmed client name and listener
+// (Rule), and the shadow policy is decided beside the real one (Shadow).
 package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf-milter/spf-milter/config"
 	"github.com/spf-milter/spf-milter/spf"
@@ -29,12 +31,32 @@ type Policy struct {
 	cfg *config.Config
 	// checksHELO is computed once: a session asks at every message.
 	checksHELO bool
+	// live is the global matrix with the rules; rules are its rules.
+	live  *matrix
+	rules []*Rule
+	// shadow is the shadow policy, nil when the config has none.
+	shadow *matrix
+	// needsName and needsListener tell whether some rule, live or
+	// shadow, has a client_name or a listener condition.
+	needsName, needsListener bool
 }
 
 // New returns the policy of cfg, which must not change afterwards: a
-// reload makes a new config and a new Policy.
+// reload makes a new config and a new Policy. Its rules are compiled
+// here, once.
 func New(cfg *config.Config) *Policy {
-	return &Policy{cfg: cfg, checksHELO: heloActs(cfg)}
+	p := &Policy{cfg: cfg, live: newMatrix(cfg.Policy, config.Policy{}, cfg.Rules)}
+	p.rules, p.checksHELO = p.live.rules, p.live.checksHELO
+	all := p.rules
+	if cfg.Shadow.Enabled() {
+		p.shadow = newMatrix(cfg.Policy, cfg.Shadow.Policy, cfg.Shadow.Rules)
+		all = append(slices.Clip(all), p.shadow.rules...)
+	}
+	for _, r := range all {
+		p.needsName = p.needsName || r.UsesClientName()
+		p.needsListener = p.needsListener || r.UsesListener()
+	}
+	return p
 }
 
 // Message is what is known of one message when it is decided on: the
@@ -52,43 +74,59 @@ type Message struct {
 	// Authenticated reports that the client authenticated
 	// ({auth_authen}).
 	Authenticated bool
+	// Listener is the MTA's {daemon_name}: the smtpd service or daemon
+	// that took the connection; "" when not sent, which no listener
+	// condition matches.
+	Listener string
+	// ConfirmedName is the client's forward-confirmed reverse DNS name
+	// (ConfirmName), "" when it has none or it was not looked up. When it
+	// is "" and LookupName is set, LookupName gives it, called only when
+	// a rule with a client_name condition is tried: a lookup costs DNS
+	// queries.
+	ConfirmedName string
+	LookupName    func() string
+	// Time is when the message is decided, for the rules' until; zero
+	// means now.
+	Time time.Time
+}
+
+// when is the time m is decided at.
+func (m *Message) when() time.Time {
+	if m.Time.IsZero() {
+		return time.Now()
+	}
+	return m.Time
 }
 
 // ChecksHELO reports whether the HELO identity is checked: only when the
-// HELO policy can act on some result, since a check whose every result is
+// HELO policy, or a rule's HELO overrides, can act on some result, since a check whose every result is
 // accepted would cost DNS lookups for nothing.
 func (p *Policy) ChecksHELO() bool {
 	return p.checksHELO
-}
-
-// heloActs reports whether cfg's HELO policy names an action other than
-// accept for some result.
-func heloActs(cfg *config.Config) bool {
-	for _, a := range cfg.Policy.HELO {
-		if a != "" && a != config.Accept {
-			return true
-		}
-	}
-	return false
 }
 
 // Decide applies the policy to o, one outcome of message m: the action
 // for o's identity and result, and for a refusal its reply. A nil outcome
 // (nothing checked) is accepted. A result the policy does not name is
 // accepted, since config fills in every result.
+//
+// The first rule that applies to m (Rule) replaces the global matrix for
+// the results it names; Decision.Rule names it.
 func (p *Policy) Decide(m Message, o *spf.Outcome) Decision {
+	return p.decide(p.Rule(m), o)
+}
+
+// decide is Decide under rule r, nil for none.
+func (p *Policy) decide(r *Rule, o *spf.Outcome) Decision {
 	cfg := p.cfg
 	d := Decision{Action: config.Accept, DryRun: cfg.DryRun}
+	if r != nil {
+		d.Rule, d.RuleUntil = r.Name, r.Until
+	}
 	if o == nil {
 		return d
 	}
-	actions := cfg.Policy.MailFrom
-	if o.Identity == spf.IdentityHELO {
-		actions = cfg.Policy.HELO
-	}
-	if a, ok := actions[o.Result]; ok && a != "" {
-		d.Action = a
-	}
+	d.Action, d.ByRule = p.live.action(r, o)
 	switch d.Action {
 	case config.Reject, config.Tempfail:
 		d.Code, d.Enhanced = replyCode(d.Action, o.Result)
@@ -109,9 +147,10 @@ func (p *Policy) Decide(m Message, o *spf.Outcome) Decision {
 // MAIL FROM one on a tie, so that a HELO pass never stands in for a MAIL
 // FROM refusal. It returns the decision and the outcome it came from.
 func (p *Policy) DecideMessage(m Message, mailFrom, helo *spf.Outcome) (Decision, *spf.Outcome) {
-	d, by := p.Decide(m, mailFrom), mailFrom
+	r := p.Rule(m)
+	d, by := p.decide(r, mailFrom), mailFrom
 	if helo != nil && p.checksHELO {
-		if hd := p.Decide(m, helo); severity(hd.Action) > severity(d.Action) {
+		if hd := p.decide(r, helo); severity(hd.Action) > severity(d.Action) {
 			d, by = hd, helo
 		}
 	}

@@ -41,4 +41,17 @@ type MessageDecision struct {
 	// AtRcpt reports that the refusal was given at RCPT TO.
 	AtRcpt   bool
 	Duration time.Duration
+	// Rule names the rule that applied: the one that skipped the message
+	// (Skipped is SkipRule) or Decision.Rule; "" when none.
+	Rule string
+	// Listener is the {daemon_name}, given when some rule has a listener
+	// condition; ClientName the confirmed client name, given
+	// (ClientNameKnown) when some rule has a client_name condition and
+	// the name was looked up.
+	Listener        string
+	ClientName      string
+	ClientNameKnown bool
+	// Shadow is the shadow policy's decision, not Known when there is
+	// none.
+	Shadow ShadowDecision
 }

@@ -30,6 +30,12 @@ type Decision struct {
 	Text string
 	// DryRun reports that the action is only logged, never applied.
 	DryRun bool
+	// Rule names the rule that applied to the message, "" when none;
+	// ByRule tells that its overrides named the result (else the global
+	// matrix decided), and RuleUntil is its until, zero for none.
+	Rule      string
+	ByRule    bool
+	RuleUntil time.Time
 }
 
 // Reply returns the reply line handed to the MTA for a reject or tempfail,

@@ -21,6 +21,8 @@ const (
 	SkipAuthenticated
 	// SkipSenders is a MAIL FROM domain in skip_senders, or below one.
 	SkipSenders
+	// SkipRule is a message the first applying rule skips (skip: true).
+	SkipRule
 )
 
 // Key names the reason in the decision log, the metrics and replay: the
@@ -37,6 +39,8 @@ func (s Skip) Key() string {
 		return "authenticated"
 	case SkipSenders:
 		return "skip_senders"
+	case SkipRule:
+		return "rule"
 	}
 	return ""
 }
@@ -71,8 +75,22 @@ func (p *Policy) SkipClient(m Message) Skip {
 }
 
 // Skip says why message m is not checked, trying the reasons in the order
-// of the Skip constants; NotSkipped when it is checked.
+// of the Skip constants; NotSkipped when it is checked. The skip lists
+// come first; then the first rule that applies skips the message when it
+// says skip: true (Rule names it).
 func (p *Policy) Skip(m Message) Skip {
+	if s := p.skipLists(m); s != NotSkipped {
+		return s
+	}
+	if r := p.Rule(m); r != nil && r.Skip {
+		return SkipRule
+	}
+	return NotSkipped
+}
+
+// skipLists is Skip by the skip lists alone: trusted_networks,
+// skip_clients, skip_authenticated and skip_senders.
+func (p *Policy) skipLists(m Message) Skip {
 	if s := p.SkipClient(m); s != NotSkipped {
 		return s
 	}

@@ -197,7 +197,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.plain(w, http.StatusServiceUnavailable, "Too many checks are running; try again in a few seconds.")
 		return
 	}
-	out, other := h.check(r, q)
+	out, other, site := h.check(r, q)
 	if r.Context().Err() != nil {
 		// The client went away and the check was cut short: its result
 		// says nothing about the domain, so it is neither sent nor kept.
@@ -206,7 +206,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.log.Debug("why page check", "sender", q.sender, "ip", q.ip.String(), "helo", q.helo,
 		"identity", string(out.Identity), "result", string(out.Result), "duration", out.Duration.String())
 	var buf bytes.Buffer
-	if err := renderResult(&buf, q, out, other, form, now, h.cache.ttl); err != nil {
+	if err := renderResult(&buf, q, out, other, site, form, now, h.cache.ttl); err != nil {
 		h.log.Error("why page: rendering failed", "error", err)
 		h.plain(w, http.StatusInternalServerError, "The page could not be made.")
 		return
@@ -219,20 +219,42 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // lost slot would stay lost). It returns the outcome the receiving server
 // decides by, and the other identity's outcome or nil. Without a sender
 // the MAIL FROM check is already the HELO name's (postmaster@ the HELO
-// name), so there is only one.
-func (h *handler) check(r *http.Request, q query) (decided, other *spf.Outcome) {
+// name), so there is only one. site says what the site's rules make of
+// the message.
+func (h *handler) check(r *http.Request, q query) (decided, other *spf.Outcome, site siteRules) {
 	defer func() { <-h.slots }()
 	c := h.checker()
+	p := h.policy()
+	// The page has no listener: rules on it are not known here.
+	m := policy.Message{ClientIP: q.ip, HELO: q.helo, Sender: q.sender}
+	if p.NeedsClientName() {
+		m.LookupName = func() string {
+			name, _ := policy.ConfirmName(r.Context(), c.Resolver, q.ip)
+			return name
+		}
+	}
+	site.listenerUnknown = p.ListenerRuleMayApply(m)
 	mailFrom := c.CheckMailFrom(r.Context(), q.ip, q.sender, q.helo)
 	if q.sender == "" || q.helo == "" {
-		return mailFrom, nil
+		site.note = policy.RuleNote(p.Decide(m, mailFrom), mailFrom)
+		return mailFrom, nil, site
 	}
 	helo := c.CheckHELO(r.Context(), q.ip, q.helo)
-	m := policy.Message{ClientIP: q.ip, HELO: q.helo, Sender: q.sender}
-	if _, by := h.policy().DecideMessage(m, mailFrom, helo); by == helo {
-		return helo, mailFrom
+	d, by := p.DecideMessage(m, mailFrom, helo)
+	site.note = policy.RuleNote(d, by)
+	if by == helo {
+		return helo, mailFrom, site
 	}
-	return mailFrom, helo
+	return mailFrom, helo, site
+}
+
+// siteRules is what the page says of the site's rules.
+type siteRules struct {
+	// note says what the rule that decided did, "" when none did.
+	note string
+	// listenerUnknown tells that a rule on the MTA's listener could
+	// apply, which the page cannot know.
+	listenerUnknown bool
 }
 
 // page sends a result page, cacheable by the client for as long as it

@@ -79,6 +79,8 @@ const resultPage = `{{template "head" .Title}}<h1>{{.Heading}}</h1>
 {{end}}<section id="decision">
 <h2>What decided</h2>
 {{range .Decision}}<p>{{template "segs" .}}</p>
+{{end}}{{if .SiteRule}}<p id="site-rule">A rule of the receiving site applies: {{.SiteRule}}.</p>
+{{end}}{{if .ListenerUnknown}}<p id="site-listener">The receiving site also has rules that depend on which of its services took the mail (such as the submission port); this page cannot tell which, so they are not applied here.</p>
 {{end}}</section>
 <section id="advice">
 <h2>What to change</h2>
@@ -129,6 +131,8 @@ type resultData struct {
 	Decision, Advice                  []para
 	Trace                             []string
 	Steps, Stats, CheckedAt, CacheFor string
+	SiteRule                          string
+	ListenerUnknown                   bool
 	Form                              formValues
 }
 
@@ -140,7 +144,7 @@ type formData struct {
 // renderResult writes the page explaining o, the outcome of q the
 // receiving server decides by; other, when not nil, is the other
 // identity's outcome, named in the list of what was checked.
-func renderResult(w io.Writer, q query, o, other *spf.Outcome, form formValues, now time.Time, cacheFor time.Duration) error {
+func renderResult(w io.Writer, q query, o, other *spf.Outcome, site siteRules, form formValues, now time.Time, cacheFor time.Duration) error {
 	if o == nil {
 		return errors.New("no outcome")
 	}
@@ -158,6 +162,10 @@ func renderResult(w io.Writer, q query, o, other *spf.Outcome, form formValues, 
 		CheckedAt: now.UTC().Format("2006-01-02 15:04:05 UTC"),
 		CacheFor:  reuseTime(cacheFor),
 		Form:      form,
+		// Rule names and domains come from the config and the query;
+		// the template escapes them.
+		SiteRule:        show(site.note),
+		ListenerUnknown: site.listenerUnknown,
 	}
 	for _, s := range o.Trace {
 		d.Trace = append(d.Trace, show(s.String()))

@@ -30,7 +30,10 @@ Checks whether IP may send mail for the sender's domain (or, with
 --sender "" or "<>" is the null sender, checked as postmaster@<HELO name>.
 With --config, the check uses the file's DNS servers, timeouts, receiver
 and explanation (flags given override them) and also shows the action,
-SMTP reply and header fields the milter would produce under that config.
+SMTP reply and header fields the milter would produce under that config,
+the rule that applies and the shadow policy's action. Its rules may need
+the listener ({daemon_name}: --listener) and the client's confirmed name
+(looked up as the daemon does, unless --client-name gives it).
 The check exits 0 whatever the SPF result; 1 means it could not be set up
 (such as a bad config file); 2 means a bad command line.
 
@@ -67,6 +70,11 @@ type checkOptions struct {
 	configPath    string
 	receiverGiven bool
 	timeoutGiven  bool
+	// listener and clientName are the facts the config's rules may
+	// select on; clientNameGiven tells that no lookup is to be made.
+	listener        string
+	clientName      string
+	clientNameGiven bool
 }
 
 // parseCheck turns args into options, or returns an error that is the
@@ -87,6 +95,8 @@ func parseCheck(args []string, stdout io.Writer) (*checkOptions, error) {
 	trace := fs.Bool("trace", false, "show the evaluation step by step")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of text")
 	configPath := fs.String("config", "", "config file `path`: use its settings, and show the action, reply and headers it gives")
+	listener := fs.String("listener", "", "with --config: the MTA's {daemon_name} `name` for the rules, such as submission")
+	clientName := fs.String("client-name", "", "with --config: the client's confirmed host `name` for the rules, instead of looking it up (\"\" for none)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,6 +127,13 @@ func parseCheck(args []string, stdout io.Writer) (*checkOptions, error) {
 	if given["config"] && o.configPath == "" {
 		return nil, errors.New("--config needs a path")
 	}
+	for _, f := range []string{"listener", "client-name"} {
+		if given[f] && o.configPath == "" {
+			return nil, fmt.Errorf("--%s needs --config: only a config's rules use it", f)
+		}
+	}
+	o.listener = *listener
+	o.clientName, o.clientNameGiven = strings.ToLower(strings.TrimSuffix(*clientName, ".")), given["client-name"]
 	if *ip == "" {
 		return nil, errors.New("--ip is required")
 	}
@@ -205,8 +222,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 
 	var pol *checkPolicy
 	if cfg != nil {
-		m := policy.Message{ClientIP: o.ip, HELO: o.helo, Sender: out.Sender}
-		pol = &checkPolicy{decision: policy.New(cfg).Decide(m, out), headers: milter.HeaderFields(cfg, out)}
+		pol = decideCheck(cfg, o, resolver, out, stderr)
 	}
 	if o.json {
 		if err := writeCheckJSON(stdout, o, out, pol); err != nil {
@@ -238,6 +254,11 @@ func applyCheckFlags(cfg *config.Config, o *checkOptions) *config.Config {
 type checkPolicy struct {
 	decision policy.Decision
 	headers  []milter.Field
+	// skipped is the reason the milter would not check the message
+	// (policy.Skip.Key), "" when it would; rule the rule that applies.
+	skipped string
+	rule    string
+	shadow  policy.ShadowDecision
 }
 
 // checkJSON is the --json output. Field names are part of the command's
@@ -281,6 +302,15 @@ type CheckPolicyJSON struct {
 	HoldReason string `json:"hold_reason,omitempty"`
 	// Headers are the fields inserted at the top of the message, in order.
 	Headers []headerJSON `json:"headers"`
+	// Skipped is why the milter would not check the message at all
+	// (trusted_networks, skip_clients, skip_senders, rule), "" when it
+	// would; Rule names the rule that applies, "" for none.
+	Skipped string `json:"skipped"`
+	Rule    string `json:"rule"`
+	// ShadowAction is the shadow policy's action, "" without one or when
+	// it cannot tell; ShadowRule the shadow rule that applies.
+	ShadowAction string `json:"shadow_action"`
+	ShadowRule   string `json:"shadow_rule"`
 }
 
 // headerJSON is one header field in the --json output.
@@ -301,10 +331,14 @@ func writeCheckJSON(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 	var pj *CheckPolicyJSON
 	if pol != nil {
 		pj = &CheckPolicyJSON{
-			Action:  string(pol.decision.Action),
-			Reply:   pol.decision.ClientReply(),
-			DryRun:  pol.decision.DryRun,
-			Headers: []headerJSON{}, // [] rather than null
+			Action:       string(pol.decision.Action),
+			Reply:        pol.decision.ClientReply(),
+			DryRun:       pol.decision.DryRun,
+			Headers:      []headerJSON{}, // [] rather than null
+			Skipped:      pol.skipped,
+			Rule:         pol.rule,
+			ShadowAction: string(pol.shadow.Action),
+			ShadowRule:   pol.shadow.Rule,
 		}
 		if pol.decision.Action == config.Quarantine {
 			pj.HoldReason = pol.decision.Text
@@ -416,10 +450,25 @@ func writeCheckText(w io.Writer, o *checkOptions, out *spf.Outcome, pol *checkPo
 func writePolicyText(w io.Writer, pol *checkPolicy) {
 	d := pol.decision
 	action := string(d.Action)
-	if d.DryRun && d.Action != config.Accept {
+	switch {
+	case pol.skipped == "rule":
+		action += " (skipped: rule " + pol.rule + "; the message is not checked and gets no header)"
+	case pol.skipped != "":
+		action += " (skipped: " + pol.skipped + "; the message is not checked and gets no header)"
+	case d.DryRun && d.Action != config.Accept:
 		action += " (dry run: only logged, the message is accepted)"
 	}
 	fmt.Fprintf(w, "Action: %s\n", action)
+	if pol.rule != "" && pol.skipped == "" {
+		fmt.Fprintf(w, "Rule: %s%s\n", pol.rule, ruleEffect(d))
+	}
+	if pol.shadow.Known {
+		shadow := string(pol.shadow.Action)
+		if pol.shadow.Rule != "" {
+			shadow += " (shadow rule " + pol.shadow.Rule + ")"
+		}
+		fmt.Fprintf(w, "Shadow action: %s (never applied)\n", shadow)
+	}
 	if r := d.ClientReply(); r != "" {
 		fmt.Fprintf(w, "Reply: %s\n", r)
 	} else {

@@ -27,8 +27,10 @@ result and by sender domain, the domains with the most changes first.
 Rotated files (PATH.1, PATH.2.gz, ...) may be given too; gzip is read.
 
 The recorded SPF results are reused: NEW.yaml's policy, trusted_networks,
-skip_clients, skip_authenticated and skip_senders apply to them as the
-daemon would apply them. With --recheck every message is checked again,
+skip_clients, skip_authenticated, skip_senders and rules apply to them as
+the daemon would apply them (a rule's until at the time of the record; its
+listener and client_name conditions with the values the log recorded, which
+it does when the recording config's rules used them). With --recheck every message is checked again,
 live, with NEW.yaml's DNS settings: results that changed since recording
 are shown, and messages skipped when recorded are decided too.
 

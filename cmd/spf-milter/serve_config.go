@@ -107,7 +107,9 @@ func newRuntime(cfg *config.Config, resolver spf.Resolver, m *milter.Metrics, lo
 		Explanation: cfg.Explanation,
 		Timeout:     cfg.DNS.CheckTimeout,
 	}
-	return &milter.Runtime{Config: cfg, Policy: policy.New(cfg), Checker: checker, Log: log, Metrics: m}, nil
+	rt := &milter.Runtime{Config: cfg, Policy: policy.New(cfg), Checker: checker, Log: log, Metrics: m}
+	warnExpiring(rt.Log, rt.Policy, time.Now())
+	return rt, nil
 }
 
 func daemonOptions(rt *milter.Runtime, o *serveOptions) milter.DaemonOptions {

@@ -659,8 +659,8 @@ func TestServeMetrics(t *testing.T) {
 		`spf_milter_checks_total{identity="mailfrom",result="fail"}`:   2,
 		`spf_milter_checks_total{identity="helo",result="none"}`:       2,
 		`spf_milter_check_duration_seconds_count{identity="mailfrom"}`: 2,
-		`spf_milter_actions_total{action="reject"}`:                    2,
-		`spf_milter_actions_total{action="accept"}`:                    0,
+		`spf_milter_actions_total{action="reject",rule=""}`:            2,
+		`spf_milter_actions_total{action="accept",rule=""}`:            0,
 		`spf_milter_dns_queries_total{outcome="noerror",type="TXT"}`:   1, // example.org, then from the cache
 		`spf_milter_dns_cache_hits_total{type="TXT"}`:                  1,
 		`spf_milter_dns_cache_entries`:                                 1,
