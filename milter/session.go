@@ -341,7 +341,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	var heloOutcome *spf.Outcome
 	if (s.pol.ChecksHELO() || s.pol.ShadowChecksHELO()) && s.conn.helo != "" {
 		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
-			s.conn.heloOutcome = checker.CheckHELO(ctx, s.conn.ip, s.conn.helo)
+			s.conn.heloOutcome = untraced(checker.CheckHELO(ctx, s.conn.ip, s.conn.helo))
 			s.conn.heloFor = s.conn.helo
 			s.metrics().Checked(s.conn.heloOutcome)
 		}
@@ -355,7 +355,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	// The MAIL FROM identity is always checked, even after a HELO pass
 	// (CVE-2019-20790); the null sender as postmaster@<HELO>.
-	s.msg.mailFrom = checker.CheckMailFrom(ctx, s.conn.ip, s.msg.sender, s.conn.helo)
+	s.msg.mailFrom = untraced(checker.CheckMailFrom(ctx, s.conn.ip, s.msg.sender, s.conn.helo))
 	if s.msg.mailFrom == nil {
 		return nil, errors.New("MAIL FROM check gave no outcome")
 	}
@@ -378,6 +378,18 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	s.logDecision()
 	return replyResponse(s.msg.decision), nil
+}
+
+// untraced drops the trace of o, which a session never reads: a check of
+// a zone owner's records of thousands of terms writes megabytes of it,
+// and the session would keep them until its message ends, a HELO check's
+// until its connection does, long after the spf package's record budget
+// has let them go.
+func untraced(o *spf.Outcome) *spf.Outcome {
+	if o != nil {
+		o.Trace = nil
+	}
+	return o
 }
 
 // message is what the policy is told of the current message.

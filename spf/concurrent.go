@@ -2,6 +2,7 @@ package spf
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -38,12 +39,19 @@ type txtFuture struct {
 	err     error
 }
 
-// fetch makes the lookup under ctx unless it has been claimed already.
-func (f *txtFuture) fetch(ctx context.Context, r Resolver) {
+// fetch makes the lookup under ctx unless it has been claimed already,
+// and charges its answer to h: waiting for room when wait is set, else
+// dropping the answer if there is none at once (errNoRoomAhead).
+func (f *txtFuture) fetch(ctx context.Context, r Resolver, h *heldRecords, wait bool) {
 	if f.claimed.Swap(true) {
 		return
 	}
 	f.txts, f.until, f.err = lookupTXTUntil(ctx, r, f.name)
+	if f.err == nil {
+		if f.err = h.hold(ctx, f.name, f.txts, f.until, wait); f.err != nil {
+			f.txts = nil
+		}
+	}
 	f.ready.Done()
 }
 
@@ -136,23 +144,35 @@ func (e *evaluation) prefetch(spec *MacroString, domain string) {
 	e.pf.running.Add(1)
 	go func() {
 		defer e.pf.running.Done()
-		// Under the check's context, which ends with the check.
-		f.fetch(e.ctx, e.c.Resolver)
+		// Under the check's context, which ends with the check. An
+		// answer that may never be needed does not wait for room.
+		f.fetch(e.ctx, e.c.Resolver, &e.held, false)
 	}()
 }
 
 // lookupTXT returns the TXT records at name: the answer of a lookup started
 // ahead when there is one, which is the answer the same question asked now
 // would get, or else the answer to a question asked now. A name fetched
-// ahead is asked once per check, even if it is visited again. until is
-// as lookupTXTUntil gives it.
+// ahead is asked once per check, even if it is visited again, unless
+// its answer came while the record budget had no room for it. until is
+// as lookupTXTUntil gives it. The texts are charged to the record budget
+// until the check ends.
 func (e *evaluation) lookupTXT(name string) (_ []string, until time.Time, _ error) {
 	if f := e.pf.future(name); f != nil {
-		f.fetch(e.ctx, e.c.Resolver)
+		f.fetch(e.ctx, e.c.Resolver, &e.held, true)
 		f.ready.Wait()
-		return f.txts, f.until, f.err
+		if !errors.Is(f.err, errNoRoomAhead) {
+			return f.txts, f.until, f.err
+		}
 	}
-	return lookupTXTUntil(e.ctx, e.c.Resolver, name)
+	txts, until, err := lookupTXTUntil(e.ctx, e.c.Resolver, name)
+	if err == nil {
+		err = e.held.hold(e.ctx, name, txts, until, true)
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return txts, until, nil
 }
 
 // expandsPTR reports whether m holds a %{p} macro.

@@ -61,6 +61,13 @@ type DNSOptions struct {
 	// DefaultInflightBytes. A lookup that finds it spent waits, within
 	// its context, for others to end.
 	InflightBytes int64
+	// HeldRecordBytes bounds the heap of the SPF records that checks
+	// through this resolver hold while they run (texts, parsed forms not
+	// kept by the cache, trace steps), as DefaultHeldRecordBytes
+	// explains; 0 means DefaultHeldRecordBytes. A check that finds it
+	// spent waits, within its context, for others to end. A budget too
+	// small for one answer's records lets that answer take it all.
+	HeldRecordBytes int64
 	// Observer, if set, is told of every query sent and every cache lookup.
 	Observer DNSObserver
 }
@@ -124,6 +131,8 @@ type DNSResolver struct {
 
 	// budget bounds the answers in flight.
 	budget *inflightBudget
+	// heldBudget bounds the records checks hold (held.go).
+	heldBudget *inflightBudget
 
 	mu      sync.Mutex
 	cache   *answerCache         // nil without a cache
@@ -153,7 +162,11 @@ func NewDNSResolver(opts DNSOptions) (*DNSResolver, error) {
 	if opts.InflightBytes < 0 {
 		return nil, fmt.Errorf("DNS in-flight bytes %d: must not be negative", opts.InflightBytes)
 	}
+	if opts.HeldRecordBytes < 0 {
+		return nil, fmt.Errorf("DNS held record bytes %d: must not be negative", opts.HeldRecordBytes)
+	}
 	r.budget = newInflightBudget(cmp.Or(opts.InflightBytes, DefaultInflightBytes))
+	r.heldBudget = newHeldBudget(cmp.Or(opts.HeldRecordBytes, DefaultHeldRecordBytes))
 	if opts.CacheSize > 0 {
 		maxBytes := cmp.Or(opts.CacheBytes, DefaultCacheBytes)
 		r.cache = newAnswerCache(opts.CacheSize, maxBytes)

@@ -43,6 +43,7 @@ type evaluation struct {
 	voids   int
 	ptrName *string // validated name of ip for %{p}, once computed
 	pf      prefetcher
+	held    heldRecords // what the records read take of the record budget
 }
 
 // verdict is what evaluating one domain's record gave.
@@ -97,13 +98,14 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, sender,
 		timeout = DefaultCheckTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	e := &evaluation{c: c, ctx: ctx, out: out, ip: ip, sender: out.Sender}
+	e := &evaluation{c: c, ctx: ctx, out: out, ip: ip, sender: out.Sender, held: c.holdRecords()}
 	defer func() {
 		// Records fetched ahead run under ctx: cancelling it ends the
 		// lookups the check turned out not to need, and none may outlive
 		// the check.
 		cancel()
 		e.pf.running.Wait()
+		e.held.release()
 	}()
 	v := e.checkHost(name, 0)
 	out.Result, out.Problem = v.result, v.problem

@@ -15,9 +15,8 @@ import (
 // The budget bounds the heap of the answers a resolver is receiving,
 // unpacking and turning into what its lookups return, at any one moment.
 // With the rest of what the daemon keeps, it bounds the whole heap by
-// figures that, the SPF records themselves apart (see the end), depend
-// neither on what zone owners publish nor on how many messages and why
-// requests come:
+// figures that depend neither on what zone owners publish nor on how
+// many messages and why requests come:
 //
 //   - kept state: the DNS answer cache (dns.cache_bytes, 32 MiB by
 //     default), the parsed records kept beside it (1/8 of that, 4 MiB),
@@ -27,33 +26,40 @@ import (
 //     before it sends and gives it back once its answer is cached or
 //     turned into addresses and names; when the budget is spent it waits,
 //     within its context, as it would for a slow server.
+//   - the SPF records checks hold: the record budget
+//     (DefaultHeldRecordBytes), 24 MiB. A check charges the texts of its
+//     TXT answers, the parsed records the cache does not keep for
+//     everyone and the trace steps their terms may add, from the moment
+//     it has them to its end; when the budget is spent it waits within
+//     its context too. A zone owner may publish 64 KiB records that take
+//     megabytes each once parsed (4 MB for one-letter terms, measured);
+//     the checks reading them take turns.
 //   - what each check holds beside, once the resolver has given its share
 //     back: the answer its evaluation is reading, compact (addresses as
 //     []netip.Addr, 24 bytes each: 3,700 addresses, the most a 64 KiB
 //     answer carries, are 89 KiB; names and texts as strings, at most
-//     about 200 KiB for answers of thousands of short records), its
-//     parsed records, trace and outcome: about 100 KiB for the length of
-//     a check with ordinary records. The ten address lookups of an mx or
-//     ptr term run side by side and keep only whether they matched, so
-//     ten such answers are alive together only for the instant they are
-//     matched: 1 MiB at most. Checks at once are bounded by the MTA, not
-//     by us: Postfix runs at most default_process_limit (100) smtpd
-//     processes, each in one session at a time, and the why page runs at
-//     most why.concurrent (4) live checks: 104 checks, 10 MiB held, 104
-//     MiB at the worst instant.
+//     about 200 KiB for answers of thousands of short records, among
+//     them the texts of one TXT answer waiting for room in the record
+//     budget), and its outcome: about 100 KiB for the length of a check.
+//     The ten address lookups of an mx or ptr term run side by side and
+//     keep only whether they matched, so ten such answers are alive
+//     together only for the instant they are matched: 1 MiB at most.
+//     Checks at once are bounded by the MTA, not by us: Postfix runs at
+//     most default_process_limit (100) smtpd processes, each in one
+//     session at a time, and the why page runs at most why.concurrent
+//     (4) live checks: 104 checks, 10 MiB held, 104 MiB at the worst
+//     instant.
 //
-// That is 54 + 32 + 10 = 96 MiB of live heap held, 190 MiB at the worst
-// instant of every check matching ten hostile answers at once. Under a
-// GOMEMLIMIT of 128 MiB the collector runs as often as it must to keep
-// the heap near the limit rather than letting it double, and with the
-// runtime's own memory, stacks and socket buffers (some 20 MB) the daemon
-// stays under the 256 MB resident the project promises. The mail itself
-// (headers, bodies) is bounded apart, by the milter layer. Not bounded
-// here: the SPF records a check reads. It holds the texts and parsed
-// forms of its include chain (up to 11 records, and 10 texts fetched
-// ahead) while it runs, and a parsed record takes up to about 60 bytes a
-// byte of its text: a 64 KiB record of one-letter terms, which a zone
-// owner may publish, takes about 4 MB.
+// That is 54 + 32 + 24 + 10 = 120 MiB of live heap held, 214 MiB at the
+// worst instant of every check matching ten hostile answers at once.
+// Under a GOMEMLIMIT of 128 MiB the collector runs as often as it must to
+// keep the heap near the limit rather than letting it double, and with
+// the runtime's own memory, stacks and socket buffers (some 20 MB) the
+// daemon stays under the 256 MB resident the project promises. The mail
+// itself (headers, bodies) is bounded apart, by the milter layer. A
+// check's trace stays in its Outcome after the check, as long as its
+// caller keeps that: a session until its message ends, the why page in
+// its bounded store of pages.
 const DefaultInflightBytes = 32 << 20
 
 // Shares of the budget, in bytes. A lookup cannot know what it will get
@@ -86,10 +92,12 @@ const (
 // never above max, with at most max/2 of it for TCP shares: a zone owner
 // whose answers all come over TCP, slowly, can hold that half for the
 // timeout of each query, and the lookups of everyone else over UDP still
-// find the other half.
+// find the other half. The record budget (held.go) is one too, its TCP
+// class the large records, held to tcpMax.
 type inflightBudget struct {
 	mu      sync.Mutex
 	max     int64
+	tcpMax  int64 // the most TCP shares may take
 	used    int64
 	tcpUsed int64
 	peak    int64
@@ -98,8 +106,8 @@ type inflightBudget struct {
 	wake chan struct{}
 }
 
-func newInflightBudget(max int64) *inflightBudget {
-	return &inflightBudget{max: max}
+func newInflightBudget(bytes int64) *inflightBudget {
+	return &inflightBudget{max: bytes, tcpMax: max(bytes/2, 1)}
 }
 
 // reservation is what one lookup holds of the budget.
@@ -114,7 +122,7 @@ type reservation struct {
 func (b *inflightBudget) reserve(ctx context.Context, n int64, tcp bool) (reservation, error) {
 	limit := b.max
 	if tcp {
-		limit = max(b.max/2, 1)
+		limit = b.tcpMax
 	}
 	n = min(n, limit)
 	for {

@@ -281,19 +281,27 @@ func TestInflightBudgetWaitsWithinContext(t *testing.T) {
 // BenchmarkHostileZone runs checks against the hostile zone with the
 // default bounds, each with a new local part, one at a time and then 100
 // at once (Postfix's default_process_limit), and reports what the cache
-// accounts, the most the in-flight budget held at once, and how much the
-// heap grew (after a collection) over the whole run, in MB: the figures
-// the default bounds promise to hold whatever the number of messages.
+// accounts, the most the in-flight and record budgets held at once, and
+// how much the heap grew (after a collection) over the whole run, in MB:
+// the figures the default bounds promise to hold whatever the number of
+// messages. The last case, spf=60KiB, reads the 60 KiB record of
+// largeRecordZone in every check instead.
 func BenchmarkHostileZone(b *testing.B) {
 	for _, bc := range []struct {
 		addrs, parallel int
-	}{{300, 1}, {3700, 1}, {3700, 100}} {
+		large           bool
+	}{{300, 1, false}, {3700, 1, false}, {3700, 100, false}, {0, 100, true}} {
 		name := fmt.Sprintf("records=%d", bc.addrs)
+		zone, domain := func() *dnstest.Zone { return hostileZone(b, bc.addrs) }, "hostile.example"
+		if bc.large {
+			name = "spf=60KiB"
+			zone, domain = func() *dnstest.Zone { return largeRecordZone(b) }, "s.example"
+		}
 		if bc.parallel > 1 {
 			name += fmt.Sprintf("/parallel=%d", bc.parallel)
 		}
 		b.Run(name, func(b *testing.B) {
-			srv := dnstest.StartServer(b, hostileZone(b, bc.addrs))
+			srv := dnstest.StartServer(b, zone())
 			srv.SetCompress(true)
 			r, err := spf.NewDNSResolver(spf.DNSOptions{Servers: []string{srv.Addr()}, CacheSize: spf.DefaultCacheSize})
 			if err != nil {
@@ -311,7 +319,7 @@ func BenchmarkHostileZone(b *testing.B) {
 				for range bc.parallel {
 					wg.Go(func() {
 						for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-							o := c.CheckMailFrom(context.Background(), ip, fmt.Sprintf("u%06d@hostile.example", i), "mail.example")
+							o := c.CheckMailFrom(context.Background(), ip, fmt.Sprintf("u%06d@%s", i, domain), "mail.example")
 							if o.Result != spf.Pass {
 								b.Errorf("check %d: %s (%s), want pass", i, o.Result, o.Problem)
 							}
@@ -323,6 +331,7 @@ func BenchmarkHostileZone(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(r.CacheBytes())/1e6, "cache-MB")
 			b.ReportMetric(float64(r.InflightPeak())/1e6, "inflight-peak-MB")
+			b.ReportMetric(float64(r.HeldRecordPeak())/1e6, "held-peak-MB")
 			b.ReportMetric(float64(heapAfterGC()-before)/1e6, "heap-growth-MB")
 			runtime.KeepAlive(r)
 		})
