@@ -210,7 +210,7 @@ func fields(txt string) int {
 // txt when its answer is kept and the parse is not too large for it, as
 // recordCache.parse decides.
 func (r *DNSResolver) keepsRecord(txt string, until time.Time) bool {
-	return r.records != nil && until.After(r.now()) && recordBytes(txt) <= r.records.maxBytes/recordMaxShares
+	return r.records != nil && until.After(r.now()) && r.records.fits(txt)
 }
 
 // recordBudget implements recordHolder.

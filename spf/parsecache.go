@@ -96,6 +96,9 @@ func (c *recordCache) parse(txt string, until, now time.Time) (*Record, error) {
 	return rec, err
 }
 
+// fits reports whether the parse of txt is small enough to be kept.
+func (c *recordCache) fits(txt string) bool { return c.records.Fits(recordBytes(txt)) }
+
 // size returns the number of records kept and their accounted bytes.
 func (c *recordCache) size() (int, int64) {
 	c.mu.Lock()

@@ -98,7 +98,7 @@ func (c *Cache[K, V]) Extend(k K, expires time.Time) bool {
 // bound is passed. It reports whether v is kept: one over
 // maxBytes/EntryShare is not, and leaves what the cache holds as it was.
 func (c *Cache[K, V]) Add(k K, v V, size int64, expires time.Time) bool {
-	if size > c.maxBytes/EntryShare {
+	if !c.Fits(size) {
 		return false
 	}
 	if el, ok := c.entries[k]; ok {
@@ -132,3 +132,7 @@ func (c *Cache[K, V]) Len() int { return c.order.Len() }
 
 // Bytes is the sum of the sizes of the entries held.
 func (c *Cache[K, V]) Bytes() int64 { return c.bytes }
+
+// Fits reports whether an entry of size bytes may be kept at all: one over
+// maxBytes/EntryShare never is.
+func (c *Cache[K, V]) Fits(size int64) bool { return size <= c.maxBytes/EntryShare }

@@ -192,3 +192,25 @@ func TestPeek(t *testing.T) {
 	}
 	checkAccounts(t, c)
 }
+
+// TestFits checks that Fits and Add agree on the largest entry kept.
+func TestFits(t *testing.T) {
+	const maxBytes = 64 * EntryShare
+	tests := []struct {
+		size int64
+		want bool
+	}{
+		{0, true},
+		{maxBytes / EntryShare, true},
+		{maxBytes/EntryShare + 1, false},
+	}
+	for _, tt := range tests {
+		c := New[string, int](0, maxBytes)
+		if got := c.Fits(tt.size); got != tt.want {
+			t.Errorf("Fits(%d) = %v, want %v", tt.size, got, tt.want)
+		}
+		if got := c.Add("k", 1, tt.size, time.Unix(100, 0)); got != tt.want {
+			t.Errorf("Add of size %d kept = %v, want %v", tt.size, got, tt.want)
+		}
+	}
+}
