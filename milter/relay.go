@@ -110,7 +110,7 @@ func (s *session) decideRelayed() (gomilter.Response, error) {
 		Identity:    spf.IdentityMailFrom,
 		Sender:      s.msg.sender,
 		Relay:       s.msg.relay,
-		Problem:     "relay " + s.msg.relay.String() + ": " + problem,
+		Problem:     problem,
 		ProblemKind: spf.ProblemNoOrigin,
 	}
 	if at := strings.LastIndexByte(s.msg.sender, '@'); at >= 0 {

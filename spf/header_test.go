@@ -183,13 +183,13 @@ func TestRelayInHeaders(t *testing.T) {
 	// No client found behind the relay: none, saying why.
 	none := &Outcome{Result: None, Identity: IdentityMailFrom, Domain: "example.org", Sender: "joe@example.org",
 		Relay: netip.MustParseAddr("198.51.100.7"), ProblemKind: ProblemNoOrigin,
-		Problem: "Received field without a from clause"}
-	wantNone := `none (mx.example.net: no client to check: Received field without a from clause; received through relay 198.51.100.7) ` +
-		`envelope-from="joe@example.org"; receiver=mx.example.net; problem="Received field without a from clause"; identity=mailfrom`
+		Problem: "Received field 1: no from clause"}
+	wantNone := `none (mx.example.net: no client to check: Received field 1: no from clause; received through relay 198.51.100.7) ` +
+		`envelope-from="joe@example.org"; receiver=mx.example.net; problem="Received field 1: no from clause"; identity=mailfrom`
 	if got := none.ReceivedSPF("mx.example.net"); got != wantNone {
 		t.Errorf("ReceivedSPF without a client:\n got %s\nwant %s", got, wantNone)
 	}
-	wantNoneAR := `mx.example.net; spf=none (received through relay 198.51.100.7) reason="Received field without a from clause" smtp.mailfrom=example.org`
+	wantNoneAR := `mx.example.net; spf=none (received through relay 198.51.100.7) reason="Received field 1: no from clause" smtp.mailfrom=example.org`
 	if got := AuthenticationResults("mx.example.net", none); got != wantNoneAR {
 		t.Errorf("AuthenticationResults without a client:\n got %s\nwant %s", got, wantNoneAR)
 	}

@@ -41,23 +41,24 @@ type Hop struct {
 }
 
 // Parse reads the value of one Received field (without "Received:"). Line
-// folds (CRLF or LF followed by white space) are read as white space.
+// folds (CRLF or LF followed by white space) are read as white space. An
+// error says what is wrong with the field, without naming it.
 func Parse(value string) (Hop, error) {
 	if len(value) > MaxLen {
-		return Hop{}, fmt.Errorf("Received field longer than %d octets", MaxLen)
+		return Hop{}, fmt.Errorf("longer than %d octets", MaxLen)
 	}
 	for i := 0; i < len(value); i++ {
 		if c := value[i]; (c < ' ' && c != '\t' && c != '\r' && c != '\n') || c == 0x7f {
-			return Hop{}, errors.New("Received field with a control character")
+			return Hop{}, errors.New("a control character")
 		}
 	}
 	s := scanner{v: value}
 	if w := s.word(); !strings.EqualFold(w, "from") {
-		return Hop{}, errors.New("Received field without a from clause")
+		return Hop{}, errors.New("no from clause")
 	}
 	name := s.word()
 	if name == "" {
-		return Hop{}, errors.New("Received field with no name after from")
+		return Hop{}, errors.New("no name after from")
 	}
 	var comments []string
 	for {
@@ -67,7 +68,7 @@ func Parse(value string) (Hop, error) {
 		}
 		c, ok := s.comment()
 		if !ok {
-			return Hop{}, errors.New("Received field with an unclosed comment")
+			return Hop{}, errors.New("an unclosed comment")
 		}
 		comments = append(comments, c)
 	}
@@ -78,7 +79,7 @@ func Parse(value string) (Hop, error) {
 		switch w := strings.ToLower(s.word()); w {
 		case "by", "via", "with", "id", "for":
 		default:
-			return Hop{}, fmt.Errorf("Received field with unexpected text %q in its from clause", cut(w))
+			return Hop{}, fmt.Errorf("unexpected text %q in the from clause", cut(w))
 		}
 	}
 	proto := protocol(rest)
@@ -95,7 +96,7 @@ func Parse(value string) (Hop, error) {
 			case strings.ContainsAny(tok, "[]"):
 				ip, ok := literal(tok)
 				if !ok {
-					return Hop{}, fmt.Errorf("Received field with an unreadable address %q", cut(tok))
+					return Hop{}, fmt.Errorf("an unreadable address %q", cut(tok))
 				}
 				candidates = append(candidates, ip)
 			case hasPrefixFold(tok, "helo="):
@@ -103,7 +104,7 @@ func Parse(value string) (Hop, error) {
 			default:
 				if ip, err := netip.ParseAddr(tok); err == nil {
 					if ip.Zone() != "" {
-						return Hop{}, fmt.Errorf("Received field with a scoped address %q", cut(tok))
+						return Hop{}, fmt.Errorf("a scoped address %q", cut(tok))
 					}
 					candidates = append(candidates, ip.Unmap())
 				}
@@ -113,7 +114,7 @@ func Parse(value string) (Hop, error) {
 	h := Hop{HELO: name, Authenticated: authenticated(proto)}
 	switch {
 	case len(candidates) > 1:
-		return Hop{}, errors.New("Received field naming more than one address in its from clause")
+		return Hop{}, errors.New("more than one address in the from clause")
 	case len(candidates) == 1:
 		h.IP = candidates[0]
 	case name[0] == '[':
@@ -121,11 +122,11 @@ func Parse(value string) (Hop, error) {
 		// name's place, the HELO name in helo=.
 		ip, ok := literal(name)
 		if !ok {
-			return Hop{}, fmt.Errorf("Received field with an unreadable address %q", cut(name))
+			return Hop{}, fmt.Errorf("an unreadable address %q", cut(name))
 		}
 		h.IP, h.HELO = ip, ""
 	default:
-		return Hop{}, errors.New("Received field with no address in its from clause")
+		return Hop{}, errors.New("no address in the from clause")
 	}
 	if heloGiven {
 		h.HELO = helo
