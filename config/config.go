@@ -59,6 +59,11 @@ type Config struct {
 	// forwarders; like trusted networks they get no header, but the log
 	// names the skip list as the reason.
 	SkipClients []netip.Prefix
+	// Relays are hosts that pass mail on to us (a filtering gateway, a
+	// backup MX): a client among them is not checked, the client it
+	// received the message from is, read from the Received fields of the
+	// relays at the end of the headers.
+	Relays []netip.Prefix
 	// NeverRefuse are recipients that are never refused: local parts
 	// ("postmaster") or whole addresses ("abuse@example.net"). A refusal
 	// then moves from MAIL FROM to RCPT TO for the other recipients.

@@ -17,7 +17,7 @@ import (
 
 // Allowed lists as they appear in error lines, to keep the table readable.
 const (
-	topKeys     = "listen, socket_mode, authserv_id, receiver, dns, policy, trusted_networks, skip_authenticated, dry_run, headers, log, explanation, replies, skip_senders, skip_clients, never_refuse, session, metrics, why, decision_log, rules, shadow"
+	topKeys     = "listen, socket_mode, authserv_id, receiver, dns, policy, trusted_networks, skip_authenticated, dry_run, headers, log, explanation, replies, skip_senders, skip_clients, relays, never_refuse, session, metrics, why, decision_log, rules, shadow"
 	resultKeys  = "none, neutral, pass, fail, softfail, temperror, permerror"
 	listenForm  = "inet:HOST:PORT, inet6:[HOST]:PORT, unix:/PATH, inet:PORT@HOST"
 	durForm     = "a Go duration such as 5s or 1m30s"

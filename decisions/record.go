@@ -29,6 +29,10 @@ type Record struct {
 	// that parses.
 	ClientIP string `json:"client_ip"`
 	HELO     string `json:"helo"`
+	// Relay is the trusted relay (config relays) the message came
+	// through; ClientIP and HELO are then those of the client the relay
+	// received it from, as its Received field says.
+	Relay string `json:"relay,omitempty"`
 	// Sender is the MAIL FROM address; "" is the null sender.
 	Sender string `json:"sender"`
 	// Domain is the sender domain, lower case: the domain the MAIL FROM
@@ -116,6 +120,9 @@ func FromDecision(d policy.MessageDecision) Record {
 	if d.ClientIP.IsValid() {
 		r.ClientIP = d.ClientIP.String()
 	}
+	if d.Relay.IsValid() {
+		r.Relay = d.Relay.String()
+	}
 	if r.MailFrom != nil {
 		r.Domain = normalDomain(r.MailFrom.Domain)
 	} else {
@@ -169,6 +176,11 @@ func (r *Record) Validate() error {
 	if r.ClientIP != "" {
 		if _, err := netip.ParseAddr(r.ClientIP); err != nil {
 			return fmt.Errorf("client_ip %q is not an IP address", r.ClientIP)
+		}
+	}
+	if r.Relay != "" {
+		if _, err := netip.ParseAddr(r.Relay); err != nil {
+			return fmt.Errorf("relay %q is not an IP address", r.Relay)
 		}
 	}
 	switch r.Action {

@@ -72,6 +72,9 @@ type postfixEnv struct {
 	submissionAddr string
 	mbox           string // every delivered message is appended here
 	maillog        string
+	// mainCF is added to the end of main.cf, where a setting overrides
+	// the same one above.
+	mainCF string
 
 	wrapper   *exec.Cmd     // "postfix start-fg"
 	wrapperCh chan struct{} // closed when wrapper has exited
@@ -262,7 +265,7 @@ milter_command_timeout = 30s
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
-`, spool, data, authservID, e.dir, e.maillog, mail, uid, gid, e.milter.Listen)
+`, spool, data, authservID, e.dir, e.maillog, mail, uid, gid, e.milter.Listen) + e.mainCF
 	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		return err
 	}

@@ -233,6 +233,7 @@ func fuzzConfig(flags byte) *config.Config {
 		cfg.SkipClients = []netip.Prefix{netip.MustParsePrefix("192.0.2.192/26")}
 		cfg.SkipSenders = []string{"skip.example"}
 		cfg.SkipAuthenticated = false
+		cfg.Relays = []netip.Prefix{netip.MustParsePrefix("192.0.2.64/27")}
 	}
 	return cfg
 }
@@ -1160,6 +1161,17 @@ func fuzzSeeds() [][]byte {
 		seedMessage("Q5", "weird%{s}%%\"\\;=name@macro.example", "rcpt@example.net"))...)
 	session(fuzzSkips, seedSession("192.0.2.130", "mx.pass.example", seedMessage("Q6", "user@fail.example", "r@example.net"))...)
 	session(fuzzSkips, seedSession("192.0.2.1", "mx.pass.example", seedMessage("Q7", "user@sub.skip.example", "r@example.net"))...)
+	// From a relay: the client is read from the Received fields, and
+	// the answer given at the end of the message.
+	relayed := func(qid, from, received string) []fuzzPacket {
+		m := seedMessage(qid, from, "r@example.net")
+		// Right after DATA, the first header field.
+		return append(m[:5:5], append([]fuzzPacket{pHeader("Received", received)}, m[5:]...)...)
+	}
+	session(fuzzSkips, seedSession("192.0.2.70", "gw.example",
+		relayed("QR1", "user@fail.example", "from mx.pass.example (unknown [192.0.2.1])\r\n\tby gw.example (Postfix) with ESMTP id X; Tue, 3 Dec 2024 10:11:12 +0100"),
+		relayed("QR2", "user@pass.example", "from gw2.example ([192.0.2.71]:2525 helo=gw2.example) by gw.example with esmtp"),
+		relayed("QR3", "user@pass.example", "from mx.pass.example (mx.pass.example. [IPv6:2001:db8::25]) by gw.example with ESMTPSA id Y"))...)
 
 	// Hostile values: control characters, non-ASCII, very long.
 	long := strings.Repeat("a", 300) + "." + strings.Repeat("b", 70) + ".example"

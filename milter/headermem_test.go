@@ -2,6 +2,7 @@ package milter
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -69,6 +70,53 @@ func TestHeaderMemoryBounded(t *testing.T) {
 	const bound = 8 << 20 // the fields take about 20 MB when kept
 	if after > before && after-before > bound {
 		t.Errorf("the heap grew by %d KiB over 100,000 header fields, want at most %d KiB", (after-before)>>10, bound>>10)
+	}
+	t.Logf("heap grew by %d KiB", (int64(after)-int64(before))>>10)
+}
+
+// TestRelayHeaderMemoryBounded: from a relay, the Received fields are
+// read as they stream and none is kept, however many a message carries.
+func TestRelayHeaderMemoryBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.Relays = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	h := newHarness(t, cfg, testZone(t))
+	cs := h.connect("198.51.100.7", "gw.example.net")
+	relayHop := hdr{"Received", "from gw2.example.net (gw2.example.net [198.51.100.8]) by gw.example.net (Postfix) with ESMTP id X; " + strings.Repeat("v", 100)}
+	origin := receivedField(passHELO, "192.0.2.1")
+	many := func(first hdr, n int) []hdr {
+		out := []hdr{first}
+		for range n {
+			out = append(out, relayHop)
+		}
+		return out
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for _, tt := range []struct {
+		name    string
+		headers func() []hdr
+		rspf    string // in the Received-SPF inserted
+	}{
+		{"50,000 relay hops", func() []hdr { return many(relayHop, 50000) }, "no client to check: more than 50 Received fields of relays"},
+		{"the client, then 50,000 more fields", func() []hdr { return many(origin, 50000) }, "client-ip=192.0.2.1;"},
+	} {
+		o := h.send(cs, message{from: "alice@pass.example", rcpts: []string{"bob@example.net"}, headers: tt.headers()})
+		if got := reply(o.end); got != "continue" {
+			t.Errorf("%s: end of message answered %q", tt.name, got)
+		}
+		if ins := inserted(t, o.mods); len(ins) == 0 || !strings.Contains(ins[0].value, tt.rspf) {
+			t.Errorf("%s: inserted %q, want a Received-SPF with %q", tt.name, ins, tt.rspf)
+		}
+	}
+	after := heap()
+	const bound = 8 << 20 // the fields take about 20 MB when kept
+	if after > before && after-before > bound {
+		t.Errorf("the heap grew by %d KiB over 100,000 Received fields, want at most %d KiB", (after-before)>>10, bound>>10)
 	}
 	t.Logf("heap grew by %d KiB", (int64(after)-int64(before))>>10)
 }

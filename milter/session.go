@@ -84,11 +84,15 @@ type connState struct {
 	hostname string
 	// skip says why this client is not checked at all.
 	skip policy.Skip
-	helo string
-	// heloOutcome caches the HELO check of heloFor, so that the messages
-	// of one connection do not repeat it.
+	// relay is set when the client is in relays: each message is then
+	// checked for the client the relay received it from (relay.go).
+	relay bool
+	helo  string
+	// heloOutcome caches the HELO check of heloFor from heloIP, so that
+	// the messages of one connection do not repeat it.
 	heloOutcome *spf.Outcome
 	heloFor     string
+	heloIP      netip.Addr
 	// failed is set when the connection stage failed internally: every
 	// message then gets a tempfail.
 	failed bool
@@ -134,6 +138,18 @@ type messageState struct {
 	nameFailed bool
 	// shadow is the shadow policy's decision.
 	shadow policy.ShadowDecision
+
+	// For a message from a relay (connState.relay): origin reads its
+	// Received fields; client and heloName are the client the relay
+	// received it from, known at the end of the headers; relay is the
+	// relay's address, set then. name is client's confirmed name once
+	// nameLooked.
+	origin     originWalk
+	client     netip.Addr
+	heloName   string
+	relay      netip.Addr
+	name       string
+	nameLooked bool
 }
 
 var _ gomilter.Milter = (*session)(nil)
@@ -232,6 +248,11 @@ func (s *session) learnFromMacros(m *gomilter.Modifier) {
 // classifyClient decides once per connection whether the client is
 // checked at all.
 func (s *session) classifyClient() {
+	// A relay is a relay even when trusted_networks or skip_clients
+	// names it too: relays is the more particular list.
+	if s.conn.relay = s.pol.Relay(s.conn.ip); s.conn.relay {
+		return
+	}
 	s.conn.skip = s.pol.SkipClient(policy.Message{ClientIP: s.conn.ip, ClientName: s.conn.hostname, HELO: s.conn.helo})
 	if s.conn.skip != policy.NotSkipped {
 		logSkip(s.logger(), s.conn.skip, "", s.conn.ip, s.conn.helo, "", false, "", policy.ShadowDecision{})
@@ -291,7 +312,6 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 }
 
 func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) {
-	cfg := s.rt.Config
 	s.msg.authenticated = macro(m, "auth_authen") != ""
 	if s.conn.skip != policy.NotSkipped {
 		// Logged once at connect.
@@ -301,6 +321,34 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 		s.metrics().Shadowed(s.msg.shadow, config.Accept)
 		return gomilter.RespContinue, nil
 	}
+	if s.conn.relay {
+		// The client is known at the end of the headers (relay.go).
+		return gomilter.RespContinue, nil
+	}
+	return s.decide()
+}
+
+// skipped applies the skip lists and rules to msg, and reports whether
+// they skip it.
+func (s *session) skipped(msg policy.Message) bool {
+	if s.msg.skip = s.pol.Skip(msg); s.msg.skip == policy.NotSkipped {
+		return false
+	}
+	if s.msg.skip == policy.SkipRule {
+		s.msg.rule = s.pol.Rule(msg).Name
+	}
+	s.msg.shadow = s.pol.Shadow(msg, nil, nil)
+	s.metrics().SkippedBy(s.msg.skip.Key(), s.msg.rule)
+	s.metrics().Shadowed(s.msg.shadow, config.Accept)
+	logSkip(s.messageLogger(), s.msg.skip, s.msg.queueID, s.clientIP(), s.clientHELO(), s.msg.sender, true, s.msg.rule, s.msg.shadow)
+	return true
+}
+
+// decide checks the message's client (clientIP, clientHELO) and applies
+// the policy. A refusal is answered here, at MAIL FROM, or moved to RCPT
+// TO; for a message from a relay, at the end of the message.
+func (s *session) decide() (gomilter.Response, error) {
+	cfg := s.rt.Config
 	start := time.Now()
 	// The checks end when the connection does: the MTA hanging up, an
 	// idle timeout, a forced shutdown. The client name lookup of the
@@ -319,18 +367,12 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	msg := s.message()
 	msg.LookupName = func() string { return s.clientName(ctx) }
-	if s.msg.skip = s.pol.Skip(msg); s.msg.skip != policy.NotSkipped {
-		if s.msg.skip == policy.SkipRule {
-			s.msg.rule = s.pol.Rule(msg).Name
-		}
-		s.msg.shadow = s.pol.Shadow(msg, nil, nil)
-		s.metrics().SkippedBy(s.msg.skip.Key(), s.msg.rule)
-		s.metrics().Shadowed(s.msg.shadow, config.Accept)
-		logSkip(s.logger(), s.msg.skip, s.msg.queueID, s.conn.ip, s.conn.helo, s.msg.sender, true, s.msg.rule, s.msg.shadow)
+	if s.skipped(msg) {
 		return gomilter.RespContinue, nil
 	}
 
-	if !s.conn.ip.IsValid() {
+	ip, helo := s.clientIP(), s.clientHELO()
+	if !ip.IsValid() {
 		return s.noClientAddr(), nil
 	}
 
@@ -339,13 +381,13 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	// message's (headers, log, decision log) only when the live policy
 	// checks it: the shadow changes nothing.
 	var heloOutcome *spf.Outcome
-	if (s.pol.ChecksHELO() || s.pol.ShadowChecksHELO()) && s.conn.helo != "" {
-		if s.conn.heloOutcome == nil || s.conn.heloFor != s.conn.helo {
-			s.conn.heloOutcome = untraced(checker.CheckHELO(ctx, s.conn.ip, s.conn.helo))
-			s.conn.heloFor = s.conn.helo
+	if (s.pol.ChecksHELO() || s.pol.ShadowChecksHELO()) && helo != "" {
+		if s.conn.heloOutcome == nil || s.conn.heloFor != helo || s.conn.heloIP != ip {
+			s.conn.heloOutcome = untraced(checker.CheckHELO(ctx, ip, helo))
+			s.conn.heloFor, s.conn.heloIP = helo, ip
 			s.metrics().Checked(s.conn.heloOutcome)
 		}
-		heloOutcome = s.conn.heloOutcome
+		heloOutcome = s.withRelay(s.conn.heloOutcome)
 		if heloOutcome == nil {
 			return nil, errors.New("HELO check gave no outcome")
 		}
@@ -355,7 +397,7 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	}
 	// The MAIL FROM identity is always checked, even after a HELO pass
 	// (CVE-2019-20790); the null sender as postmaster@<HELO>.
-	s.msg.mailFrom = untraced(checker.CheckMailFrom(ctx, s.conn.ip, s.msg.sender, s.conn.helo))
+	s.msg.mailFrom = s.withRelay(untraced(checker.CheckMailFrom(ctx, ip, s.msg.sender, helo)))
 	if s.msg.mailFrom == nil {
 		return nil, errors.New("MAIL FROM check gave no outcome")
 	}
@@ -368,8 +410,9 @@ func (s *session) checkMessage(m *gomilter.Modifier) (gomilter.Response, error) 
 	s.msg.shadow = s.pol.Shadow(msg, s.msg.mailFrom, heloOutcome)
 	s.msg.duration = time.Since(start)
 
-	if !s.msg.decision.Refuses() {
-		// Logged at the end of the message, when the queue id is known.
+	if !s.msg.decision.Refuses() || s.conn.relay {
+		// Logged at the end of the message, when the queue id is known;
+		// a message from a relay is refused there too.
 		return gomilter.RespContinue, nil
 	}
 	if s.pol.RefusesAtRcpt() {
@@ -392,9 +435,11 @@ func untraced(o *spf.Outcome) *spf.Outcome {
 	return o
 }
 
-// message is what the policy is told of the current message.
+// message is what the policy is told of the current message: for a
+// message from a relay, of the client the relay received it from, but
+// the listener is the connection's.
 func (s *session) message() policy.Message {
-	return policy.Message{
+	m := policy.Message{
 		ClientIP:      s.conn.ip,
 		ClientName:    s.conn.hostname,
 		HELO:          s.conn.helo,
@@ -403,25 +448,36 @@ func (s *session) message() policy.Message {
 		Listener:      s.conn.listener,
 		ConfirmedName: s.conn.name,
 	}
+	if s.conn.relay {
+		m.ClientIP, m.ClientName, m.HELO, m.ConfirmedName = s.msg.client, "", s.msg.heloName, s.msg.name
+	}
+	return m
 }
 
 // clientName looks the client's forward-confirmed name up, once per
 // connection, within ctx, the checks' deadline. A failure is logged and
 // gives no name: a client_name condition then does not match, and the
 // message is decided as usual.
+// For a message from a relay the name is that of the relay's client,
+// kept for the message.
 func (s *session) clientName(ctx context.Context) string {
-	if s.conn.nameLooked || s.msg.nameFailed || !s.conn.ip.IsValid() {
-		return s.conn.name
+	name, looked := &s.conn.name, &s.conn.nameLooked
+	if s.conn.relay {
+		name, looked = &s.msg.name, &s.msg.nameLooked
 	}
-	name, err := policy.ConfirmName(ctx, s.rt.Checker.Resolver, s.conn.ip)
+	ip := s.clientIP()
+	if *looked || s.msg.nameFailed || !ip.IsValid() {
+		return *name
+	}
+	n, err := policy.ConfirmName(ctx, s.rt.Checker.Resolver, ip)
 	if err != nil {
 		s.msg.nameFailed = true
-		s.logger().Warn("client name lookup failed; client_name rules do not match", "queue_id", s.msg.queueID,
-			"client_ip", addrString(s.conn.ip), "error", err.Error())
+		s.messageLogger().Warn("client name lookup failed; client_name rules do not match", "queue_id", s.msg.queueID,
+			"client_ip", addrString(ip), "error", err.Error())
 		return ""
 	}
-	s.conn.name, s.conn.nameLooked = name, true
-	return name
+	*name, *looked = n, true
+	return n
 }
 
 func replyResponse(d policy.Decision) gomilter.Response {
@@ -457,6 +513,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 			return tempfailResponse(), nil
 		}
 		s.msg.forged.see(name, value, s.rt.Config.AuthservID)
+		s.seeHeader(name, value)
 		return gomilter.RespContinue, nil
 	})
 }
@@ -468,6 +525,9 @@ func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 		s.ensureConn(m)
 		if s.msg.failed || s.conn.failed {
 			return tempfailResponse(), nil
+		}
+		if s.conn.relay && s.msg.active && s.msg.mailFrom == nil && s.msg.skip == policy.NotSkipped {
+			return s.decideRelayed()
 		}
 		return gomilter.RespContinue, nil
 	})
@@ -505,6 +565,13 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 			// This object never saw the MAIL FROM of the message it is
 			// asked to pass: it cannot vouch for it.
 			return nil, errors.New("end of message without a checked MAIL FROM")
+		}
+		if s.conn.relay && s.msg.decision.Refuses() {
+			// Decided at the end of the headers, refused now.
+			s.logDecision()
+			resp := replyResponse(s.msg.decision)
+			s.endMessage()
+			return resp, nil
 		}
 		if err := s.editHeaders(m); err != nil {
 			return nil, err
@@ -586,8 +653,8 @@ func (s *session) logDecision() {
 	r := decisionRecord{
 		Shadow:   s.msg.shadow,
 		QueueID:  s.msg.queueID,
-		ClientIP: s.conn.ip,
-		HELO:     s.conn.helo,
+		ClientIP: s.clientIP(),
+		HELO:     s.clientHELO(),
 		Sender:   s.msg.sender,
 		Outcome:  s.msg.decider,
 		Decision: s.msg.decision,
@@ -597,7 +664,7 @@ func (s *session) logDecision() {
 	if s.msg.helo != nil && s.msg.helo != s.msg.decider {
 		r.HELOOutcome = s.msg.helo
 	}
-	logDecision(s.logger(), r)
+	logDecision(s.messageLogger(), r)
 	s.recordDecision()
 }
 
@@ -611,8 +678,9 @@ func (s *session) recordDecision() {
 	d := policy.MessageDecision{
 		Time:          time.Now(),
 		QueueID:       s.msg.queueID,
-		ClientIP:      s.conn.ip,
-		HELO:          s.conn.helo,
+		ClientIP:      s.clientIP(),
+		HELO:          s.clientHELO(),
+		Relay:         s.msg.relay,
 		Sender:        s.msg.sender,
 		Authenticated: s.msg.authenticated,
 		Skipped:       s.msg.skip,
@@ -633,8 +701,11 @@ func (s *session) recordDecision() {
 	if s.pol.NeedsListener() {
 		d.Listener = s.conn.listener
 	}
-	if s.pol.NeedsClientName() && s.conn.nameLooked {
+	if s.pol.NeedsClientName() && s.conn.nameLooked && !s.conn.relay {
 		d.ClientName, d.ClientNameKnown = s.conn.name, true
+	}
+	if s.pol.NeedsClientName() && s.msg.nameLooked {
+		d.ClientName, d.ClientNameKnown = s.msg.name, true
 	}
 	s.rt.Decisions.RecordDecision(d)
 }

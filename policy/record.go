@@ -20,10 +20,14 @@ type DecisionRecorder interface {
 // Policy.DecideMessage).
 type MessageDecision struct {
 	// Time is when the session finished with the decision.
-	Time     time.Time
-	QueueID  string
+	Time    time.Time
+	QueueID string
+	// ClientIP and HELO are those of the client checked: for a message
+	// that came through a trusted relay, the client the relay received
+	// it from, and Relay is the relay.
 	ClientIP netip.Addr
 	HELO     string
+	Relay    netip.Addr
 	// Sender is the MAIL FROM address, "" for the null sender.
 	Sender string
 	// Authenticated reports that the client authenticated

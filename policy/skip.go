@@ -74,6 +74,19 @@ func (p *Policy) SkipClient(m Message) Skip {
 	return NotSkipped
 }
 
+// Relay reports whether ip is in relays: a host that passes mail on to
+// us, whose messages are checked for the client it received them from.
+func (p *Policy) Relay(ip netip.Addr) bool {
+	return inPrefixes(p.cfg.Relays, ip)
+}
+
+// Trusted reports whether ip is in trusted_networks. A relay's Received
+// field naming such an address as its client is not believed: mail from
+// a trusted network would not come in through a relay.
+func (p *Policy) Trusted(ip netip.Addr) bool {
+	return inPrefixes(p.cfg.TrustedNetworks, ip)
+}
+
 // Skip says why message m is not checked, trying the reasons in the order
 // of the Skip constants; NotSkipped when it is checked. The skip lists
 // come first; then the first rule that applies skips the message when it

@@ -160,3 +160,30 @@ func TestNeverRefused(t *testing.T) {
 		t.Error("RefusesAtRcpt should follow never_refuse")
 	}
 }
+
+// TestRelayAndTrusted: relays and trusted_networks as the session asks
+// about a client and the address a relay's Received field names.
+func TestRelayAndTrusted(t *testing.T) {
+	cfg := config.Default()
+	cfg.Relays = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:5::/48")}
+	p := New(cfg)
+	for _, tt := range []struct {
+		ip             string
+		relay, trusted bool
+	}{
+		{"198.51.100.7", true, false},
+		{"2001:db8:5::25", true, false},
+		{"2001:db8:6::25", false, false},
+		{"203.0.113.5", false, false},
+		{"127.0.0.1", false, true},
+		{"::1", false, true},
+	} {
+		ip := netip.MustParseAddr(tt.ip)
+		if got := p.Relay(ip); got != tt.relay {
+			t.Errorf("Relay(%s) = %v, want %v", ip, got, tt.relay)
+		}
+		if got := p.Trusted(ip); got != tt.trusted {
+			t.Errorf("Trusted(%s) = %v, want %v", ip, got, tt.trusted)
+		}
+	}
+}

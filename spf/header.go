@@ -32,6 +32,10 @@ func (o *Outcome) ReceivedSPF(receiver string) string {
 		b.WriteString(": ")
 	}
 	b.WriteString(escapeComment(o.commentText(res)))
+	if o.Relay.IsValid() {
+		b.WriteString("; ")
+		b.WriteString(o.relayText())
+	}
 	b.WriteString(")")
 
 	first := true
@@ -91,6 +95,9 @@ func (o *Outcome) commentText(res Result) string {
 	case Neutral:
 		return ip + " is neither permitted nor denied by domain of " + subject
 	case None:
+		if o.ProblemKind == ProblemNoOrigin {
+			return "no client to check: " + cleanText(o.Problem)
+		}
 		domain := cleanText(o.Domain)
 		if domain == "" {
 			domain = "domain of " + subject
@@ -103,10 +110,16 @@ func (o *Outcome) commentText(res Result) string {
 	}
 }
 
+// relayText names the relay o's message came through, for a comment.
+func (o *Outcome) relayText() string {
+	return "received through relay " + o.Relay.String()
+}
+
 // authEntry is one spf= entry of an Authentication-Results header, its
 // values cleaned but not yet quoted.
 type authEntry struct {
 	result Result
+	relay  string // a comment naming the relay, if any
 	reason string // reason=, for a problem
 	helo   string // smtp.helo=, for the HELO identity
 	from   string // smtp.mailfrom=, for the MAIL FROM identity
@@ -117,6 +130,12 @@ type authEntry struct {
 // and reason the problem of a temperror, permerror or none.
 func (o *Outcome) authEntry() authEntry {
 	e := authEntry{result: headerResult(o.Result), reason: cleanReason(o.Problem)}
+	if o.Relay.IsValid() {
+		e.relay = o.relayText()
+		if o.IP.IsValid() {
+			e.relay = "client " + o.IP.String() + " " + e.relay
+		}
+	}
 	if o.Identity == IdentityHELO {
 		e.helo = cleanPvalue(o.HELO)
 		return e
@@ -166,6 +185,11 @@ func AuthenticationResults(authservID string, outcomes ...*Outcome) string {
 		e := o.authEntry()
 		b.WriteString("; spf=")
 		b.WriteString(string(e.result))
+		if e.relay != "" {
+			b.WriteString(" (")
+			b.WriteString(e.relay)
+			b.WriteString(")")
+		}
 		// RFC 8601 §2.2: the reason comes before the properties.
 		if e.reason != "" {
 			b.WriteString(" reason=")

@@ -155,6 +155,47 @@ func TestAuthenticationResults(t *testing.T) {
 	}
 }
 
+// TestRelayInHeaders: an outcome for the client a relay received the
+// message from names the relay in a comment of both headers, which
+// readers of the headers skip.
+func TestRelayInHeaders(t *testing.T) {
+	o := headerOutcome(IdentityMailFrom, Pass)
+	o.IP, o.Relay = netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("198.51.100.7")
+	want := `pass (mx.example.net: domain of joe@example.org designates 203.0.113.5 as permitted sender; received through relay 198.51.100.7) ` +
+		`client-ip=203.0.113.5; envelope-from="joe@example.org"; helo=mail.example.org; receiver=mx.example.net; mechanism="ip4:192.0.2.0/24"; identity=mailfrom`
+	if got := o.ReceivedSPF("mx.example.net"); got != want {
+		t.Errorf("ReceivedSPF:\n got %s\nwant %s", got, want)
+	}
+	wantAR := `mx.example.net; spf=pass (client 203.0.113.5 received through relay 198.51.100.7) smtp.mailfrom=example.org`
+	ar := AuthenticationResults("mx.example.net", o)
+	if ar != wantAR {
+		t.Errorf("AuthenticationResults:\n got %s\nwant %s", ar, wantAR)
+	}
+	id, results, err := authres.Parse(ar)
+	if err != nil || id != "mx.example.net" || len(results) != 1 {
+		t.Fatalf("authres.Parse(%q) = %q, %v, %v", ar, id, results, err)
+	}
+	if r, ok := results[0].(*authres.SPFResult); !ok || r.Value != authres.ResultPass || r.From != "example.org" {
+		t.Errorf("authres.Parse(%q) = %+v", ar, results[0])
+	}
+	checkHeaderProperties(t, "mx.example.net", []*Outcome{o})
+
+	// No client found behind the relay: none, saying why.
+	none := &Outcome{Result: None, Identity: IdentityMailFrom, Domain: "example.org", Sender: "joe@example.org",
+		Relay: netip.MustParseAddr("198.51.100.7"), ProblemKind: ProblemNoOrigin,
+		Problem: "Received field 1: no from clause"}
+	wantNone := `none (mx.example.net: no client to check: Received field 1: no from clause; received through relay 198.51.100.7) ` +
+		`envelope-from="joe@example.org"; receiver=mx.example.net; problem="Received field 1: no from clause"; identity=mailfrom`
+	if got := none.ReceivedSPF("mx.example.net"); got != wantNone {
+		t.Errorf("ReceivedSPF without a client:\n got %s\nwant %s", got, wantNone)
+	}
+	wantNoneAR := `mx.example.net; spf=none (received through relay 198.51.100.7) reason="Received field 1: no from clause" smtp.mailfrom=example.org`
+	if got := AuthenticationResults("mx.example.net", none); got != wantNoneAR {
+		t.Errorf("AuthenticationResults without a client:\n got %s\nwant %s", got, wantNoneAR)
+	}
+	checkHeaderProperties(t, "mx.example.net", []*Outcome{none})
+}
+
 func TestAuthenticationResultsForms(t *testing.T) {
 	helo := headerOutcome(IdentityHELO, Pass)
 	mailFrom := headerOutcome(IdentityMailFrom, Fail)
@@ -829,6 +870,9 @@ func FuzzHeaders(f *testing.F) {
 		}
 		if id&0x80 != 0 {
 			mf.IP = netip.Addr{}
+		}
+		if id&0x40 != 0 {
+			mf.Relay = netip.MustParseAddr("198.51.100.7")
 		}
 		h := &Outcome{
 			Result: results[int(result>>4)%len(results)], Identity: IdentityHELO, Domain: helo,

@@ -44,4 +44,9 @@ const (
 	ProblemDNS ProblemKind = "dns"
 	// ProblemDeadline: the check ran out of time (temperror).
 	ProblemDeadline ProblemKind = "deadline"
+	// ProblemNoOrigin: the client is a trusted relay, and the client it
+	// received the message from could not be found in its Received
+	// fields, so nothing was checked (none). The evaluator never sets it:
+	// a caller that reads Received fields does (the milter's relays).
+	ProblemNoOrigin ProblemKind = "no-origin"
 )

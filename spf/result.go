@@ -87,6 +87,12 @@ type Outcome struct {
 	// SPF checks, without the name.
 	ProblemReason string
 
+	// Relay is the trusted relay the message came through, when IP is
+	// the client that relay received it from rather than the client the
+	// receiver saw; invalid otherwise. The checker never sets it: its
+	// caller does, and the headers then name the relay in a comment.
+	Relay netip.Addr
+
 	// DNSLookups counts the terms that caused DNS queries (RFC 7208 §4.6.4).
 	DNSLookups int
 	// VoidLookups counts the lookups that returned no records.
