@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/spf-milter/spf-milter/internal/dnsname"
+	"github.com/spf-milter/spf-milter/internal/lru"
 )
 
 // Defaults of DNSOptions.
@@ -135,8 +136,8 @@ type DNSResolver struct {
 	heldBudget *inflightBudget
 
 	mu      sync.Mutex
-	cache   *answerCache         // nil without a cache
-	flights map[cacheKey]*flight // queries in flight, by question
+	cache   *lru.Cache[cacheKey, *dns.Msg] // nil without a cache; newAnswerCache
+	flights map[cacheKey]*flight           // queries in flight, by question
 }
 
 var _ Resolver = (*DNSResolver)(nil)
