@@ -1,7 +1,6 @@
 package spf
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/spf-milter/spf-milter/internal/dnsname"
+	"github.com/spf-milter/spf-milter/internal/lru"
 )
 
 // maxCacheTTL caps how long an answer is kept, whatever its TTL says: a
@@ -24,37 +24,17 @@ type cacheKey struct {
 	qtype uint16
 }
 
-// cacheEntry is one answer kept by the cache.
-type cacheEntry struct {
-	key     cacheKey
-	msg     *dns.Msg
-	expires time.Time
-	bytes   int64 // msgBytes of msg and the entry
-}
-
-// answerCache keeps whole server answers (NOERROR and NXDOMAIN messages)
-// by question, so that the CNAME chase in lookup works the same on a kept
-// answer as on a fresh one. It holds at most size entries and maxBytes of
-// them as msgBytes accounts them, and evicts the least recently used while
-// either bound is passed. An answer over maxBytes/entryShare is not kept
-// at all: one zone owner answering with thousands of records must not
-// push everyone else's answers out. Its methods are called with
-// DNSResolver.mu held.
-type answerCache struct {
-	size     int
-	maxBytes int64
-	bytes    int64      // accounted size of the entries held
-	lru      *list.List // of *cacheEntry, most recently used first
-	entries  map[cacheKey]*list.Element
-}
-
-// entryShare is the part of the byte bound one answer may take at most:
-// 512 KiB of the default 32 MiB, some 3,000 address records, far more
-// than any real SPF setup publishes at one name.
-const entryShare = 64
-
-func newAnswerCache(size int, maxBytes int64) *answerCache {
-	return &answerCache{size: size, maxBytes: maxBytes, lru: list.New(), entries: make(map[cacheKey]*list.Element)}
+// newAnswerCache returns the cache of a DNSResolver: whole server
+// answers (NOERROR and NXDOMAIN messages) by question, so that the CNAME
+// chase in lookup works the same on a kept answer as on a fresh one. It
+// holds at most size answers and maxBytes of them as msgBytes accounts
+// them. An answer over lru.EntryShare of maxBytes (512 KiB of the default
+// 32 MiB, some 3,000 address records, far more than any real SPF setup
+// publishes at one name) is not kept at all: one zone owner answering with
+// thousands of records must not push everyone else's answers out. It is
+// used with DNSResolver.mu held.
+func newAnswerCache(size int, maxBytes int64) *lru.Cache[cacheKey, *dns.Msg] {
+	return lru.New[cacheKey, *dns.Msg](size, maxBytes)
 }
 
 // Estimates of the heap an answer kept by the cache takes, as msgBytes
@@ -63,8 +43,8 @@ func newAnswerCache(size int, maxBytes int64) *answerCache {
 // records of A, AAAA, MX, TXT) and rounded up; TestDNSCacheBytesCoverHeap
 // checks that they still do not fall below what the heap shows.
 const (
-	// entryOverhead covers the dns.Msg, its question, the cacheEntry, its
-	// list element and map slot, beside the key's name.
+	// entryOverhead covers the dns.Msg, its question, the cache's entry,
+	// its list element and map slot, beside the key's name.
 	entryOverhead = 512
 	// rrOverhead covers one record's struct, its header and its slot in
 	// the answer slice, beside the owner name and the data counted apart.
@@ -102,51 +82,6 @@ func msgBytes(name string, msg *dns.Msg) int64 {
 		}
 	}
 	return n
-}
-
-// get returns the answer kept for k, and when it expires, if it has not
-// expired at now. An expired entry is dropped: it can never be served
-// again.
-func (c *answerCache) get(k cacheKey, now time.Time) (*dns.Msg, time.Time, bool) {
-	el, ok := c.entries[k]
-	if !ok {
-		return nil, time.Time{}, false
-	}
-	e := el.Value.(*cacheEntry)
-	if !now.Before(e.expires) {
-		c.remove(el)
-		return nil, time.Time{}, false
-	}
-	c.lru.MoveToFront(el)
-	return e.msg, e.expires, true
-}
-
-// put keeps msg for k until expires, evicting the least recently used
-// entries beyond the bounds. It reports whether msg is kept: an answer
-// too large for the cache is not, and leaves what the cache holds as it
-// was.
-func (c *answerCache) put(k cacheKey, msg *dns.Msg, expires time.Time) bool {
-	size := msgBytes(k.name, msg)
-	if size > c.maxBytes/entryShare {
-		return false
-	}
-	if el, ok := c.entries[k]; ok {
-		c.remove(el)
-	}
-	c.entries[k] = c.lru.PushFront(&cacheEntry{key: k, msg: msg, expires: expires, bytes: size})
-	c.bytes += size
-	for c.lru.Len() > c.size || c.bytes > c.maxBytes {
-		c.remove(c.lru.Back())
-	}
-	return true
-}
-
-// remove drops the entry at el.
-func (c *answerCache) remove(el *list.Element) {
-	e := el.Value.(*cacheEntry)
-	c.lru.Remove(el)
-	delete(c.entries, e.key)
-	c.bytes -= e.bytes
 }
 
 // cacheTTL returns how long msg may be kept; 0 means not at all.
@@ -223,7 +158,7 @@ func (r *DNSResolver) sharedQuery(ctx context.Context, qname, key string, qtype 
 	for {
 		r.mu.Lock()
 		if r.cache != nil {
-			msg, expires, hit := r.cache.get(k, r.now())
+			msg, expires, hit := r.cache.Get(k, r.now())
 			if hit {
 				r.mu.Unlock()
 				r.observeCache(qtype, true)
@@ -295,7 +230,7 @@ func (r *DNSResolver) lead(ctx context.Context, f *flight, k cacheKey, qname str
 		if f.err == nil && r.cache != nil {
 			if ttl := cacheTTL(msg); ttl > 0 {
 				kept := cacheable(msg)
-				if r.cache.put(k, kept, now.Add(ttl)) {
+				if r.cache.Add(k, kept, msgBytes(k.name, kept), now.Add(ttl)) {
 					msg, expires = kept, now.Add(ttl)
 					// The cache accounts for it now.
 					r.budget.release(&res)
@@ -341,7 +276,7 @@ func (r *DNSResolver) CacheLen() int {
 	if r.cache == nil {
 		return 0
 	}
-	return r.cache.lru.Len()
+	return r.cache.Len()
 }
 
 // CacheBytes returns the accounted size of the answers the cache holds
@@ -352,7 +287,7 @@ func (r *DNSResolver) CacheBytes() int64 {
 	if r.cache == nil {
 		return 0
 	}
-	return r.cache.bytes
+	return r.cache.Bytes()
 }
 
 // holdsTXT reports whether the cache holds an unexpired answer to the TXT
@@ -366,6 +301,6 @@ func (r *DNSResolver) holdsTXT(name string) bool {
 	k := cacheKey{dnsname.Key(dnsname.Escape(name)), dns.TypeTXT}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	el, ok := r.cache.entries[k]
-	return ok && r.now().Before(el.Value.(*cacheEntry).expires)
+	_, _, ok := r.cache.Peek(k, r.now())
+	return ok
 }

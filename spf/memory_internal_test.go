@@ -80,18 +80,21 @@ func TestDNSCacheBytesCoverHeap(t *testing.T) {
 				if err := msg.Unpack(wire); err != nil {
 					t.Fatal(err)
 				}
-				if !c.put(cacheKey{keys[i], m.Question[0].Qtype}, cacheable(msg), expires) {
+				k := cacheKey{keys[i], m.Question[0].Qtype}
+				kept := cacheable(msg)
+				if !c.Add(k, kept, msgBytes(k.name, kept), expires) {
 					t.Fatal("not kept")
 				}
 			}
 			heap := int64(heapInUse()) - int64(before)
 			runtime.KeepAlive(c)
-			t.Logf("%d answers of %d octets: accounted %d bytes, heap %d", copies, len(wire), c.bytes, heap)
-			if heap > c.bytes {
-				t.Errorf("the answers take %d bytes of heap, more than the %d accounted", heap, c.bytes)
+			accounted := c.Bytes()
+			t.Logf("%d answers of %d octets: accounted %d bytes, heap %d", copies, len(wire), accounted, heap)
+			if heap > accounted {
+				t.Errorf("the answers take %d bytes of heap, more than the %d accounted", heap, accounted)
 			}
-			if c.bytes > 4*heap {
-				t.Errorf("accounted %d bytes for %d of heap: the bound would keep too little", c.bytes, heap)
+			if accounted > 4*heap {
+				t.Errorf("accounted %d bytes for %d of heap: the bound would keep too little", accounted, heap)
 			}
 		})
 	}
@@ -236,9 +239,9 @@ func TestAnswerCacheBytes(t *testing.T) {
 	key := func(i int) cacheKey { return cacheKey{fmt.Sprintf("k%02d", i), dns.TypeA} }
 	one := msgBytes(key(0).name, answer(1))
 	expires := time.Now().Add(time.Hour)
-	// A bound of entryShare answers of one record: each may be kept, and
-	// the bound holds entryShare of them.
-	bound := entryShare * one
+	// A bound of lru.EntryShare answers of one record: each may be kept,
+	// and the bound holds lru.EntryShare of them.
+	bound := lru.EntryShare * one
 	tests := []struct {
 		name string
 		puts []int // keys put in order, each with one record; negative: -k with 100 records
@@ -246,7 +249,7 @@ func TestAnswerCacheBytes(t *testing.T) {
 		gone []int // keys not held after
 	}{
 		{"within the bound", []int{1, 2, 3}, 3, nil},
-		{"past the bound, least recently used out", append(seq(0, entryShare), 0, entryShare), entryShare, []int{1}},
+		{"past the bound, least recently used out", append(seq(0, lru.EntryShare), 0, lru.EntryShare), lru.EntryShare, []int{1}},
 		{"replaced, not counted twice", []int{1, 2, 1, 1}, 2, nil},
 		{"too big for its share, not kept", []int{1, -1, -2}, 1, []int{2}},
 	}
@@ -258,22 +261,19 @@ func TestAnswerCacheBytes(t *testing.T) {
 				if k < 0 {
 					k, n = -k, 100
 				}
-				c.put(key(k), answer(n), expires)
+				msg := answer(n)
+				c.Add(key(k), msg, msgBytes(key(k).name, msg), expires)
 			}
-			if c.lru.Len() != tt.want {
-				t.Errorf("held %d answers, want %d", c.lru.Len(), tt.want)
+			if c.Len() != tt.want {
+				t.Errorf("held %d answers, want %d", c.Len(), tt.want)
 			}
 			for _, k := range tt.gone {
-				if _, ok := c.entries[key(k)]; ok {
+				if _, _, ok := c.Peek(key(k), time.Time{}); ok {
 					t.Errorf("holds %v", key(k))
 				}
 			}
-			var sum int64
-			for el := c.lru.Front(); el != nil; el = el.Next() {
-				sum += el.Value.(*cacheEntry).bytes
-			}
-			if sum != c.bytes || c.bytes > bound {
-				t.Errorf("accounted %d bytes, entries sum to %d, bound %d", c.bytes, sum, bound)
+			if c.Bytes() > bound {
+				t.Errorf("accounted %d bytes, bound %d", c.Bytes(), bound)
 			}
 		})
 	}
