@@ -41,8 +41,10 @@ fi
 mkdir -p "$(dirname "$OUT")"
 # -trimpath keeps the build machine's paths out of the binary; the VCS
 # stamp is off because the commit is stamped here, also for a tree
-# exported without .git.
-CGO_ENABLED="${CGO_ENABLED:-0}" go build -trimpath -buildvcs=false \
+# exported without .git. Without cgo the binary needs no C library; as a
+# position-independent executable its address space layout is randomized
+# (BUILDMODE=default for a platform without PIE).
+CGO_ENABLED="${CGO_ENABLED:-0}" go build -trimpath -buildvcs=false -buildmode="${BUILDMODE:-pie}" \
 	-ldflags "-s -w -X main.version=$version -X main.commit=${commit:-unknown}" \
 	-o "$OUT" ./cmd/spf-milter
 echo "$OUT"
