@@ -51,7 +51,7 @@ lintian --fail-on error --display-info "$deb"
 
 step "rpm -qp $rpm"
 rpm_files="$(rpm -qp --list "$rpm")"
-for f in /usr/bin/spf-milter /lib/systemd/system/spf-milter.service /etc/spf-milter/config.yaml \
+for f in /usr/bin/spf-milter /usr/lib/systemd/system/spf-milter.service /etc/spf-milter/config.yaml \
 	/usr/share/man/man8/spf-milter.8.gz /usr/share/man/man5/spf-milter.yaml.5.gz /var/log/spf-milter; do
 	grep -qx "$f" <<<"$rpm_files" || fail "the RPM lacks $f"
 done
