@@ -333,7 +333,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"ExecStart=/usr/local/bin/spf-milter serve --config /etc/spf-milter/config.yaml\n",
+		"ExecStart=/usr/bin/spf-milter serve --config /etc/spf-milter/config.yaml\n",
 		"ExecReload=/bin/kill -HUP $MAINPID\n",
 		"User=spf-milter\n",
 		"Restart=on-failure\n",
@@ -347,7 +347,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	dir := workDir(t)
 	path := filepath.Join(dir, "spf-milter.service")
-	unit = bytes.ReplaceAll(unit, []byte("/usr/local/bin/spf-milter"), []byte(spfMilterBin))
+	unit = bytes.ReplaceAll(unit, []byte("/usr/bin/spf-milter"), []byte(spfMilterBin))
 	if err := os.WriteFile(path, unit, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -152,20 +152,22 @@ func findFreePort() (int, error) {
 // debianPackages names the Debian package providing each program the
 // tests run, for the skip message.
 var debianPackages = map[string]string{
-	"nsd":            "nsd",
-	"nsd-checkconf":  "nsd",
-	"nsd-checkzone":  "nsd",
-	"postfix":        "postfix",
-	"postconf":       "postfix",
-	"swaks":          "swaks",
-	"dig":            "dnsutils",
-	"go":             "golang",
-	"unshare":        "util-linux",
-	"mount":          "mount",
-	"m4":             "m4",
-	"opendmarc":      "opendmarc",
-	"spamassassin":   "spamassassin",
-	"docker-compose": "docker-compose",
+	"nsd":               "nsd",
+	"nsd-checkconf":     "nsd",
+	"nsd-checkzone":     "nsd",
+	"postfix":           "postfix",
+	"postconf":          "postfix",
+	"swaks":             "swaks",
+	"dig":               "dnsutils",
+	"go":                "golang",
+	"unshare":           "util-linux",
+	"mount":             "mount",
+	"m4":                "m4",
+	"opendmarc":         "opendmarc",
+	"spamassassin":      "spamassassin",
+	"docker-compose":    "docker-compose",
+	"unbound-checkconf": "unbound",
+	"unbound-control":   "unbound",
 }
 
 // need skips the test when one of programs is not on PATH, naming the

@@ -3,7 +3,7 @@
 # milters -- a do-nothing milter on go-milter (the ceiling of that protocol
 # stack) and Debian's pyspf-milter -- one after the other, over a loopback
 # DNS server of realistic SPF policies, checks every verdict and prints a
-# Markdown table (BENCHMARKS.md, "Load"). Progress goes to stderr, the table
+# Markdown table (docs/benchmarks/method.md). Progress goes to stderr, the table
 # to stdout; it exits non-zero if any session failed or got a wrong verdict.
 #
 # Installs pyspf-milter with apt-get when it is missing and this runs as
@@ -13,7 +13,7 @@
 #   scripts/bench.sh -only spf,null -dns-delay 0 -idle 0
 # and scripts/bench.sh -h lists them all. Run from anywhere; needs Go 1.26.
 #
-# The soak (BENCHMARKS.md, "Load") runs spf-milter alone under 1000 busy
+# The soak (docs/benchmarks/method.md) runs spf-milter alone under 1000 busy
 # connections and prints the curve of its memory and goroutines; it exits
 # non-zero on any error or if the daemon does not come back to its idle
 # baseline once the connections close:

@@ -15,8 +15,11 @@ cd "$(dirname "$0")/.."
 # docker-compose.yml; chromium loads the why page in a real browser;
 # pyspf-milter and python3-spf are the reference milter of the load
 # generator's smoke test (bench/); swaks and dnsutils (dig) are for poking
-# by hand.
-APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose opendmarc spamassassin chromium pyspf-milter python3-spf"
+# by hand. unbound is the caching resolver of the production topology's
+# test (integration/unbound_test.go); lintian, mandoc, man-db, systemd (for
+# systemd-analyze and systemctl) and rpm check the packages
+# (scripts/package-test.sh).
+APT_PACKAGES="postfix nsd swaks dnsutils m4 libwrap0 liblockfile1 docker-compose opendmarc spamassassin chromium pyspf-milter python3-spf unbound lintian mandoc man-db systemd rpm"
 
 # How long each fuzz target runs; long enough to catch shallow crashes,
 # short enough for every CI run.

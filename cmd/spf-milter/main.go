@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 )
 
@@ -14,10 +13,6 @@ import (
 // opposed to a check that ran, whatever its result (0), or a failure to
 // set one up (1).
 const exitUsage = 2
-
-// version is set at build time with -ldflags "-X main.version=v1.2.3";
-// otherwise it comes from the module's build information.
-var version = ""
 
 // command is one subcommand. run gets the arguments after the
 // subcommand's name and returns the process exit status.
@@ -112,24 +107,4 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	default:
 		return usageError(stderr, "help", "too many arguments")
 	}
-}
-
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		return usageError(stderr, "version", "unexpected argument %q", args[0])
-	}
-	fmt.Fprintf(stdout, "spf-milter %s\n", programVersion())
-	return 0
-}
-
-// programVersion prefers the linker-set version, then the module version
-// recorded by "go install module@version".
-func programVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "devel"
 }

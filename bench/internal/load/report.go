@@ -12,9 +12,9 @@ import (
 // connections.
 const idleRSSLimit = 64 << 20
 
-// Markdown writes the report as Markdown, ready for BENCHMARKS.md: how it
-// was run, the table of rows, the idle-memory table, the ratios the
-// targets are stated in, and any error seen.
+// Markdown writes the report as Markdown, ready for a dated run in
+// docs/benchmarks/: how it was run, the table of rows, the idle-memory
+// table, the ratios the targets are stated in, and any error seen.
 func (r *Report) Markdown(w io.Writer) {
 	o := r.Options
 	length := fmt.Sprintf("%v per row", o.Duration)
