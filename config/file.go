@@ -73,7 +73,7 @@ var afterStat func()
 func checkFile(path string, fi fs.FileInfo) error {
 	if !fi.Mode().IsRegular() {
 		return &fs.PathError{Op: "read config", Path: path,
-			Err: fmt.Errorf("%w: it is %s", ErrNotRegular, kindOfFile(fi.Mode()))}
+			Err: fmt.Errorf("%w: it is %s", ErrNotRegular, FileKind(fi.Mode()))}
 	}
 	if fi.Size() > MaxFileSize {
 		return tooLarge(path)
@@ -86,9 +86,10 @@ func tooLarge(path string) error {
 		Err: fmt.Errorf("%w: over the limit of %d bytes (1 MiB)", ErrTooLarge, MaxFileSize)}
 }
 
-// kindOfFile names what a path that is not a regular file is, for the
-// admin who pointed the config there.
-func kindOfFile(m fs.FileMode) string {
+// FileKind names what a file that is not a regular file is ("a FIFO
+// (named pipe)", "a directory"...), for the admin who pointed a config or
+// a log path there. The config loader and the decision log both say it.
+func FileKind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"

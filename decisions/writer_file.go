@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/spf-milter/spf-milter/config"
 )
 
 // fileMode keeps the log from other users: it names senders and clients.
@@ -96,7 +98,7 @@ func openLog(path string) (*os.File, os.FileInfo, error) {
 			err = endLine(f, st.Size())
 		case m&fs.ModeCharDevice != 0:
 		default:
-			err = fmt.Errorf("%s is not a regular file (%s)", path, fileType(m))
+			err = fmt.Errorf("%s is not a regular file: it is %s", path, config.FileKind(m))
 		}
 	}
 	if err != nil {
@@ -104,22 +106,6 @@ func openLog(path string) (*os.File, os.FileInfo, error) {
 		return nil, nil, err
 	}
 	return f, st, nil
-}
-
-// fileType names the type of a file that is not regular, for the error.
-func fileType(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	default:
-		return "mode " + m.String()
-	}
 }
 
 // endLine ends a line cut short by a failed write (a full disk), so that

@@ -561,8 +561,8 @@ func TestWriterCauses(t *testing.T) {
 		{`reason=write_error lost=3 lost_total=9 `, 1},
 		{"no space left on device", 2},
 		{`msg="cannot open the decision log; records are lost until it opens"`, 2},
-		{"is not a regular file (a FIFO)", 2}, // when it happens, and its count at Close
-		{`reason=open_error lost=3 lost_total=9 error="decision log: ` + path + ` is not a regular file (a FIFO)"`, 1},
+		{"is not a regular file: it is a FIFO (named pipe)", 2}, // when it happens, and its count at Close
+		{`reason=open_error lost=3 lost_total=9 error="decision log: ` + path + ` is not a regular file: it is a FIFO (named pipe)"`, 1},
 		{"is a directory", 3}, // and in the line saying the file opened again
 		{`reason=open_error lost=2 lost_total=9 `, 1},
 		{`msg="decision log open again"`, 1},
@@ -675,7 +675,7 @@ func TestWriterOpenRefuses(t *testing.T) {
 		path string
 		want string
 	}{
-		{fifo, "is not a regular file (a FIFO)"},
+		{fifo, "is not a regular file: it is a FIFO (named pipe)"},
 		{dir, "is a directory"},
 		{filepath.Join(dir, "missing", "decisions.jsonl"), "no such file or directory"},
 	} {
