@@ -219,17 +219,15 @@ func (r *DNSResolver) recordBudget() *inflightBudget { return r.heldBudget }
 // HeldRecordBytes returns the bytes of the record budget that checks hold
 // now; 0 when none is running.
 func (r *DNSResolver) HeldRecordBytes() int64 {
-	r.heldBudget.mu.Lock()
-	defer r.heldBudget.mu.Unlock()
-	return r.heldBudget.used
+	used, _ := r.heldBudget.usage()
+	return used
 }
 
 // HeldRecordPeak returns the most bytes of the record budget held at once
 // since r was made: never more than the budget.
 func (r *DNSResolver) HeldRecordPeak() int64 {
-	r.heldBudget.mu.Lock()
-	defer r.heldBudget.mu.Unlock()
-	return r.heldBudget.peak
+	_, peak := r.heldBudget.usage()
+	return peak
 }
 
 var _ recordHolder = (*DNSResolver)(nil)

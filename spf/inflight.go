@@ -182,17 +182,22 @@ func (b *inflightBudget) give(n int64, tcp bool) {
 // InflightBytes returns the bytes of the in-flight budget that lookups
 // hold now; 0 when none is running.
 func (r *DNSResolver) InflightBytes() int64 {
-	r.budget.mu.Lock()
-	defer r.budget.mu.Unlock()
-	return r.budget.used
+	used, _ := r.budget.usage()
+	return used
 }
 
 // InflightPeak returns the most bytes of the in-flight budget held at
 // once since r was made: never more than the budget.
 func (r *DNSResolver) InflightPeak() int64 {
-	r.budget.mu.Lock()
-	defer r.budget.mu.Unlock()
-	return r.budget.peak
+	_, peak := r.budget.usage()
+	return peak
+}
+
+// usage returns the bytes held now and the most held at once so far.
+func (b *inflightBudget) usage() (used, peak int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.peak
 }
 
 // errAnswerTooLarge is an answer that would take more heap once unpacked
