@@ -142,17 +142,29 @@ func (l *loader) duration(key string, v *yaml.Node, allowed string, dst *time.Du
 	if !ok {
 		return
 	}
+	d, ok := l.parseDuration(key, v, s, allowed)
+	switch {
+	case !ok:
+	case d <= 0:
+		l.valueProblem(v, key, "must be more than zero", allowed)
+	default:
+		*dst = d
+	}
+}
+
+// parseDuration reads s, the value of v, as a Go duration, reporting a
+// problem when it is not one: a bare number is told it needs a unit.
+func (l *loader) parseDuration(key string, v *yaml.Node, s, allowed string) (time.Duration, bool) {
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil && v.Tag == "!!int":
 		l.valueProblem(v, key, "a number needs a unit", allowed)
 	case err != nil:
 		l.valueProblem(v, key, "not a duration", allowed)
-	case d <= 0:
-		l.valueProblem(v, key, "must be more than zero", allowed)
 	default:
-		*dst = d
+		return d, true
 	}
+	return 0, false
 }
 
 // upTo reads a whole number from 0 to max. Only plain decimal digits are
@@ -332,12 +344,9 @@ func readWhyCache(l *loader, key string, v *yaml.Node, allowed string, dst *time
 		*dst = 0
 		return
 	}
-	d, err := time.ParseDuration(s)
+	d, ok := l.parseDuration(key, v, s, allowed)
 	switch {
-	case err != nil && v.Tag == "!!int":
-		l.valueProblem(v, key, "a number needs a unit", allowed)
-	case err != nil:
-		l.valueProblem(v, key, "not a duration", allowed)
+	case !ok:
 	case d < 0:
 		l.valueProblem(v, key, "must not be negative", allowed)
 	case d > maxWhyCache:
