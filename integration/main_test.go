@@ -128,8 +128,19 @@ func freePort(t testing.TB) int {
 	return port
 }
 
+// handedOut holds the ports findFreePort has returned: a port is free
+// only until its fixture binds it, and parallel fixtures must never be
+// given the same one in between (a Postfix whose port a milter took
+// accepts connections that never get a greeting).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: make(map[int]bool)}
+
 // findFreePort is freePort without a test, for the package's fixtures.
 func findFreePort() (int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	var lastErr error
 	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -144,6 +155,11 @@ func findFreePort() (int, error) {
 			continue
 		}
 		pc.Close()
+		if handedOut.ports[port] {
+			lastErr = fmt.Errorf("port %d given out already", port)
+			continue
+		}
+		handedOut.ports[port] = true
 		return port, nil
 	}
 	return 0, fmt.Errorf("no free loopback port for TCP and UDP: %v", lastErr)
